@@ -1,0 +1,28 @@
+"""ddpmlab: Denoising Diffusion Probabilistic Models you can read, run on a laptop and scale to a GPU.
+
+The core objects, from the bottom up:
+
+- :func:`make_schedule` / :class:`NoiseSchedule`: the betas and everything derived from them.
+- :class:`GaussianDiffusion`: forward process q(x_t | x_0), posterior, eps/x0/v conversions, loss.
+- :class:`DDPMSampler`, :class:`DDIMSampler`: the reverse process.
+- :class:`ClassifierFreeGuidance`, :class:`ClassifierGuidance`: guided denoisers.
+"""
+
+from ddpmlab.diffusion import GaussianDiffusion
+from ddpmlab.guidance import ClassifierFreeGuidance, ClassifierGuidance
+from ddpmlab.sampling import DDIMSampler, DDPMSampler, make_sampler
+from ddpmlab.schedules import NoiseSchedule, make_schedule, respace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "make_schedule",
+    "respace",
+    "NoiseSchedule",
+    "GaussianDiffusion",
+    "DDPMSampler",
+    "DDIMSampler",
+    "make_sampler",
+    "ClassifierFreeGuidance",
+    "ClassifierGuidance",
+]
