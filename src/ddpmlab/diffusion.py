@@ -59,14 +59,15 @@ def randn(
 ) -> torch.Tensor:
     """Standard normal noise of ``shape``.
 
-    ``generator`` may be one ``torch.Generator`` for the whole batch or a list with one generator per
-    sample (shape[0] of them), so that each sample's noise depends on its own seed only and not on how
-    the samples are batched. Generators must live on ``device`` (or on the CPU, then the noise is moved).
+    ``generator`` may be one ``torch.Generator`` for the whole batch or a list of G generators, each
+    drawing the noise of shape[0] / G consecutive samples (a "seed block"), so that a block's noise
+    depends on its own seed only and not on how blocks are batched or spread over processes. Generators must live on ``device`` (or on the CPU, then the noise is moved).
     """
     if isinstance(generator, (list, tuple)):
-        if len(generator) != shape[0]:
-            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
-        return torch.stack([randn(tuple(shape[1:]), g, device, dtype) for g in generator])
+        if len(generator) == 0 or shape[0] % len(generator) != 0:
+            raise ValueError(f"{len(generator)} generators cannot split a batch of {shape[0]} evenly")
+        block = (shape[0] // len(generator),) + tuple(shape[1:])
+        return torch.cat([randn(block, g, device, dtype) for g in generator])
     gen_device = generator.device if generator is not None else device
     noise = torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype)
     return noise.to(device) if device is not None else noise

@@ -1,0 +1,347 @@
+"""One configuration for every command: typed sections, YAML files, dotted command-line overrides.
+
+A config file has five sections; everything has a default, so a file only says what differs::
+
+    name: mog1d
+    data:      {name: mog1d, means: [-3, 0, 4]}      # dataset name + that dataset's own options
+    model:     {type: mlp, hidden: 256}              # model type + the model's own options
+    diffusion: {schedule: linear, timesteps: 1000, prediction: eps}
+    train:     {steps: 3000, batch_size: 512, lr: 1e-3}
+    sample:    {sampler: ddpm, steps: null, num: 10000}
+
+Overrides on the command line use dotted keys and YAML values: ``train.steps=3000``,
+``data.means=[-3,0,4]``, ``diffusion.schedule=cosine``. The typed sections (diffusion, train, sample)
+refuse unknown keys with the list of the allowed ones; ``data`` and ``model`` pass their extra keys
+to the dataset and model builders, which refuse what they do not know.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ddpmlab.diffusion import PREDICTION_TYPES
+from ddpmlab.sampling import SAMPLERS, VARIANCE_TYPES
+from ddpmlab.schedules import SPACINGS
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "DiffusionConfig",
+    "TrainConfig",
+    "SampleConfig",
+    "load_config",
+    "parse_overrides",
+    "apply_overrides",
+]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used (unknown key, bad value, unreadable file)."""
+
+
+def _check_choice(section: str, key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{section}.{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _check_positive(section: str, key: str, value: Any, allow_none: bool = False, integer: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        what = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"{section}.{key} must be {what}{' or null' if allow_none else ''}; got {value!r}")
+
+
+@dataclass
+class DataConfig:
+    """Which data to train on. Keys not listed here are the dataset's own options (``options``)."""
+
+    name: str = "mog1d"
+    conditional: bool = False
+    image_size: int | None = None
+    root: str | None = None
+    download: bool = False
+    hflip: bool = False
+    num_workers: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError("data.name must be a dataset name")
+        _check_positive("data", "image_size", self.image_size, allow_none=True, integer=True)
+
+
+@dataclass
+class ModelConfig:
+    """Which denoiser. Keys other than ``type`` are the model's own options (``options``)."""
+
+    type: str = "mlp"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not isinstance(self.type, str) or not self.type:
+            raise ConfigError("model.type must be a model type")
+
+
+@dataclass
+class DiffusionConfig:
+    """The forward process: schedule (a name or 'module:function'), T and the prediction target."""
+
+    schedule: str = "linear"
+    timesteps: int = 1000
+    prediction: str = "eps"
+    min_snr_gamma: float | None = None
+    schedule_options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        _check_positive("diffusion", "timesteps", self.timesteps, integer=True)
+        _check_choice("diffusion", "prediction", self.prediction, PREDICTION_TYPES)
+        _check_positive("diffusion", "min_snr_gamma", self.min_snr_gamma, allow_none=True)
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation. Training stops at the first of ``steps``, ``epochs`` and ``minutes`` reached."""
+
+    steps: int | None = 2000
+    epochs: int | None = None
+    minutes: float | None = None
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    lr_schedule: str = "cosine"
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    grad_accum: int = 1
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    cond_dropout: float = 0.1
+    precision: str = "fp32"
+    compile: bool = False
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 50
+    checkpoint_every: int | None = 1000
+    sample_every: int | None = None
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "ddpmlab"
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.steps is None and self.epochs is None and self.minutes is None:
+            raise ConfigError("train needs at least one of steps, epochs or minutes")
+        _check_positive("train", "steps", self.steps, allow_none=True, integer=True)
+        _check_positive("train", "epochs", self.epochs, allow_none=True, integer=True)
+        _check_positive("train", "minutes", self.minutes, allow_none=True)
+        _check_positive("train", "batch_size", self.batch_size, integer=True)
+        _check_positive("train", "lr", self.lr)
+        _check_positive("train", "grad_accum", self.grad_accum, integer=True)
+        _check_positive("train", "grad_clip", self.grad_clip, allow_none=True)
+        _check_positive("train", "log_every", self.log_every, integer=True)
+        _check_positive("train", "checkpoint_every", self.checkpoint_every, allow_none=True, integer=True)
+        _check_positive("train", "sample_every", self.sample_every, allow_none=True, integer=True)
+        _check_choice("train", "precision", self.precision, PRECISIONS)
+        _check_choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay must be in [0, 1); got {self.ema_decay!r}")
+        if not 0.0 <= self.cond_dropout < 1.0:
+            raise ConfigError(f"train.cond_dropout must be in [0, 1); got {self.cond_dropout!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"train.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio!r}")
+        if self.warmup_steps < 0 or self.weight_decay < 0:
+            raise ConfigError("train.warmup_steps and train.weight_decay must be >= 0")
+
+
+@dataclass
+class SampleConfig:
+    """Defaults of ``ddpmlab sample`` for a run (each can be changed on the command line)."""
+
+    sampler: str = "ddpm"
+    steps: int | None = None
+    eta: float = 0.0
+    variance: str = "fixed_small"
+    spacing: str = "trailing"
+    guidance: float = 1.0
+    clip_x0: float | None = None
+    num: int = 10000
+    batch_size: int = 1000
+    seed: int = 0
+
+    def validate(self) -> None:
+        _check_choice("sample", "sampler", self.sampler, tuple(SAMPLERS))
+        _check_choice("sample", "variance", self.variance, VARIANCE_TYPES)
+        _check_choice("sample", "spacing", self.spacing, SPACINGS)
+        _check_positive("sample", "steps", self.steps, allow_none=True, integer=True)
+        _check_positive("sample", "num", self.num, integer=True)
+        _check_positive("sample", "batch_size", self.batch_size, integer=True)
+        _check_positive("sample", "clip_x0", self.clip_x0, allow_none=True)
+        if self.eta < 0:
+            raise ConfigError(f"sample.eta must be >= 0; got {self.eta!r}")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "diffusion": DiffusionConfig,
+    "train": TrainConfig,
+    "sample": SampleConfig,
+}
+# Sections whose unknown keys are another builder's options rather than mistakes.
+OPEN_SECTIONS = {"data": "options", "model": "options"}
+
+
+@dataclass
+class Config:
+    """The whole configuration of a run."""
+
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def __post_init__(self) -> None:
+        for section in SECTIONS:
+            getattr(self, section).validate()
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> Config:
+        """Build and validate a Config from nested plain data (as read from YAML)."""
+        raw = copy.deepcopy(raw or {})
+        if not isinstance(raw, dict):
+            raise ConfigError("a config must be a mapping of sections")
+        unknown = set(raw) - set(SECTIONS) - {"name"}
+        if unknown:
+            raise ConfigError(
+                f"unknown config section(s) {', '.join(sorted(unknown))}; "
+                f"sections are name, {', '.join(SECTIONS)}"
+            )
+        sections = {key: _build_section(key, raw.get(key) or {}) for key in SECTIONS}
+        name = raw.get("name", "run")
+        if not isinstance(name, str) or not name:
+            raise ConfigError("name must be a non-empty string")
+        return cls(name=name, **sections)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain data, with each open section's options flattened back into the section."""
+        result: dict[str, Any] = {"name": self.name}
+        for key in SECTIONS:
+            section = dataclasses.asdict(getattr(self, key))
+            extra_key = OPEN_SECTIONS.get(key)
+            if extra_key:
+                section.update(section.pop(extra_key))
+            result[key] = section
+        return result
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def with_overrides(self, overrides: list[str]) -> Config:
+        return Config.from_dict(apply_overrides(self.to_dict(), parse_overrides(overrides)))
+
+
+def _build_section(key: str, values: Any) -> Any:
+    cls = SECTIONS[key]
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section {key!r} must be a mapping, got {type(values).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    extra_key = OPEN_SECTIONS.get(key)
+    known = {k: v for k, v in values.items() if k in names and k != extra_key}
+    extra = {k: v for k, v in values.items() if k not in names}
+    if extra_key:
+        known[extra_key] = {**(values.get(extra_key) or {}), **extra}
+    elif extra:
+        allowed = ", ".join(sorted(names))
+        raise ConfigError(f"unknown key(s) {', '.join(sorted(extra))} in {key}; allowed: {allowed}")
+    try:
+        section = cls(**known)
+    except TypeError as error:
+        raise ConfigError(f"{key}: {error}") from None
+    _coerce_numbers(key, section)
+    return section
+
+
+def _coerce_numbers(key: str, section: Any) -> None:
+    """YAML reads 1e-3 as a string and users write 3 for 3.0: fix both where a float is declared."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        declared = str(f.type)
+        if isinstance(value, str) and ("float" in declared or "int" in declared) and "str" not in declared:
+            try:
+                value = float(value) if "float" in declared else int(value)
+            except ValueError:
+                raise ConfigError(f"{key}.{f.name} must be a number; got {value!r}") from None
+            setattr(section, f.name, value)
+        elif isinstance(value, int) and not isinstance(value, bool) and declared.startswith("float"):
+            setattr(section, f.name, float(value))
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["train.steps=3000", "data.means=[-3,0,4]"]`` -> ``{"train.steps": 3000, "data.means": [-3, 0, 4]}``.
+
+    Values are parsed as YAML (numbers, lists, null, true/false; anything else stays a string).
+    """
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"an override must look like section.key=value, got {item!r}")
+        try:
+            parsed[key] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed[key] = value
+    return parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set each dotted key in a copy of the nested dict ``raw``."""
+    result = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        if parts[0] not in SECTIONS and dotted != "name":
+            raise ConfigError(f"unknown config section in override {dotted!r}; sections: name, {', '.join(SECTIONS)}")
+        node = result
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from the defaults when ``path`` is None) and apply overrides.
+
+    A config without a ``name`` takes the file's stem (``configs/mog1d.yaml`` -> ``mog1d``).
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"cannot parse {path}: {str(error).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections")
+        raw.setdefault("name", path.stem)
+    raw = apply_overrides(raw, parse_overrides(overrides or []))
+    return Config.from_dict(raw)

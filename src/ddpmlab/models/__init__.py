@@ -1,0 +1,64 @@
+"""Denoisers: every model here satisfies ``model(x_t, t, cond=None) -> Tensor`` shaped like ``x_t``.
+
+- :class:`MLPDenoiser` for low-dimensional data [B, D];
+- :class:`UNet` for images [B, C, H, W] (Ho et al. 2020);
+- condition encoders (:class:`ClassEmbedding`, :class:`TextEmbedding`) exposed as
+  ``model.condition_encoder`` (None for unconditional models), with ``null_condition`` and
+  ``drop(cond, p, generator)`` for classifier-free guidance;
+- :func:`build_model` from a plain config dict.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from ddpmlab.models.embeddings import (
+    ClassEmbedding,
+    ConditionEncoder,
+    TextEmbedding,
+    TimestepEmbedding,
+    build_condition_encoder,
+    sinusoidal_embedding,
+)
+from ddpmlab.models.mlp import MLPDenoiser
+from ddpmlab.models.unet import UNet, count_parameters
+
+__all__ = [
+    "build_model",
+    "MODEL_TYPES",
+    "MLPDenoiser",
+    "UNet",
+    "count_parameters",
+    "sinusoidal_embedding",
+    "TimestepEmbedding",
+    "ConditionEncoder",
+    "ClassEmbedding",
+    "TextEmbedding",
+    "build_condition_encoder",
+]
+
+MODEL_TYPES: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLPDenoiser}
+
+
+def build_model(config: Mapping[str, Any]) -> nn.Module:
+    """Build a denoiser from a plain dict: ``{"type": "unet" | "mlp", **constructor_arguments}``.
+
+    Example: ``build_model({"type": "mlp", "data_dim": 2, "hidden": 128})``. Unknown types and unknown
+    options raise ValueError listing the allowed ones.
+    """
+    options = dict(config)
+    kind = options.pop("type", None)
+    if kind not in MODEL_TYPES:
+        raise ValueError(f"unknown model type {kind!r}; choose one of {', '.join(MODEL_TYPES)}")
+    model_class = MODEL_TYPES[kind]
+    allowed = [name for name in inspect.signature(model_class).parameters]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for model type {kind!r}; allowed: {', '.join(allowed)}"
+        )
+    return model_class(**options)

@@ -1,0 +1,415 @@
+"""The U-Net denoiser of Ho et al. 2020 (appendix B), with the options of Nichol & Dhariwal 2021.
+
+Structure, for L = len(channel_mults) levels with C_l = base_channels * channel_mults[l]:
+
+- time embedding: sinusoidal(t, base) -> Linear -> SiLU -> Linear, width 4 * base (Ho et al.), plus the
+  condition embedding (class or text) when the model is conditional;
+- input 3x3 conv to ``base`` channels;
+- down path: at each level ``num_res_blocks`` residual blocks (each followed by self-attention at the
+  attention levels), then a stride-2 conv except at the last level;
+- middle: residual block, self-attention, residual block;
+- up path: at each level ``num_res_blocks + 1`` residual blocks, each taking the previous output
+  concatenated with one saved output of the down path (every down-path output, the input conv's
+  included, is used once: the skip connections of Ho et al.), then nearest upsampling + 3x3 conv except
+  at level 0;
+- output: GroupNorm -> SiLU -> zero-initialised 3x3 conv.
+
+Residual block: GroupNorm -> SiLU -> Conv3x3 -> time embedding -> GroupNorm -> SiLU -> Dropout ->
+zero-initialised Conv3x3, plus a 1x1 conv on the skip when the width changes. The time embedding is
+added to the features (Ho et al.), or with ``scale_shift=True`` applied FiLM-style after the second norm,
+h = norm(h) * (1 + scale) + shift (Nichol & Dhariwal 2021, "improved DDPM").
+
+With in_channels=3, base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2, attention at 16x16
+(level 1) and additive time embedding, this is Ho et al.'s CIFAR-10 model: 35,746,307 parameters (the
+paper: 35.7M).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ddpmlab.models.embeddings import (
+    CONDITION_KINDS,
+    TimestepEmbedding,
+    batch_timesteps,
+    build_condition_encoder,
+    embed_condition,
+)
+
+__all__ = ["UNet", "ResidualBlock", "AttentionBlock", "count_parameters"]
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of ``model`` (only those with requires_grad when ``trainable_only``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _zero_init(module: nn.Module) -> nn.Module:
+    for parameter in module.parameters():
+        nn.init.zeros_(parameter)
+    return module
+
+
+class ResidualBlock(nn.Module):
+    """Residual block with time-embedding injection (Ho et al. 2020; FiLM variant of Nichol & Dhariwal).
+
+    Shapes: x [B, in_channels, H, W], emb [B, emb_dim] (already passed through SiLU)
+    -> [B, out_channels, H, W].
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        emb_dim: int,
+        dropout: float,
+        num_groups: int,
+        scale_shift: bool,
+    ) -> None:
+        super().__init__()
+        self.scale_shift = scale_shift
+        self.norm_1 = nn.GroupNorm(num_groups, in_channels)
+        self.conv_1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.emb_projection = nn.Linear(emb_dim, 2 * out_channels if scale_shift else out_channels)
+        self.norm_2 = nn.GroupNorm(num_groups, out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv_2 = _zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv_1(F.silu(self.norm_1(x)))
+        emb = self.emb_projection(emb)[:, :, None, None]
+        if self.scale_shift:
+            scale, shift = emb.chunk(2, dim=1)
+            h = self.norm_2(h) * (1 + scale) + shift
+        else:
+            h = self.norm_2(h + emb)
+        h = self.conv_2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over the H*W positions, residual (Ho et al. 2020, appendix B).
+
+    GroupNorm -> 1x1 conv to q, k, v -> scaled dot-product attention per head -> zero-initialised 1x1
+    output projection, added to the input. Shapes: x [B, C, H, W] -> [B, C, H, W].
+    """
+
+    def __init__(self, channels: int, num_heads: int, num_groups: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = nn.GroupNorm(num_groups, channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.projection = _zero_init(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        head_dim = channels // self.num_heads
+        qkv = self.qkv(self.norm(x)).reshape(batch, 3, self.num_heads, head_dim, height * width)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each [B, heads, HW, head_dim]
+        out = F.scaled_dot_product_attention(q, k, v)
+        # [B, heads, HW, head_dim] -> [B, HW, C] -> a channels-last view of [B, C, H, W]; the output
+        # layout follows the input's, so channels-last models stay channels-last.
+        out = out.transpose(1, 2).reshape(batch, height, width, channels).permute(0, 3, 1, 2)
+        out = out.contiguous(memory_format=_memory_format(x))
+        return x + self.projection(out)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+class Downsample(nn.Module):
+    """Stride-2 3x3 conv: [B, C, H, W] -> [B, C, H/2, W/2]."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2 upsampling then a 3x3 conv: [B, C, H, W] -> [B, C, 2H, 2W]."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class UNetStage(nn.Module):
+    """A residual block, optionally followed by self-attention: (x, emb) -> features."""
+
+    def __init__(self, residual: ResidualBlock, attention: AttentionBlock | None) -> None:
+        super().__init__()
+        self.residual = residual
+        self.attention = attention
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.residual(x, emb)
+        return self.attention(h) if self.attention is not None else h
+
+
+class UNetLevel(nn.Module):
+    """The stages of one resolution level and the resampling that follows them (or None)."""
+
+    def __init__(self, stages: list[UNetStage], resample: nn.Module | None) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.resample = resample
+
+
+class UNet(nn.Module):
+    """U-Net denoiser for images: ``model(x_t, t, cond=None) -> [B, out_channels, H, W]``.
+
+    Ho et al. 2020 (appendix B) with options from Nichol & Dhariwal 2021; see the module docstring.
+
+    Args:
+        in_channels: channels of x_t (1 for grayscale, 3 for RGB).
+        out_channels: output channels; defaults to ``in_channels``.
+        base_channels: width of level 0; level l has ``base_channels * channel_mults[l]`` channels.
+        channel_mults: one multiplier per resolution level; level l works at image_size / 2**l.
+        num_res_blocks: residual blocks per level in the down path (the up path has one more).
+        attention_levels: level indices (0 = full resolution) with self-attention after each residual
+            block. Default: level 1 (16x16 for 32x32 images, as in Ho et al.), or none with one level.
+        attention_resolutions: alternative to ``attention_levels``: pixel sizes (e.g. [16]), translated
+            to levels with ``image_size``. Give at most one of the two.
+        num_heads: attention heads (ignored when ``head_dim`` is given).
+        head_dim: channels per attention head; the number of heads then follows from the width.
+        dropout: dropout probability in the residual blocks (0.1 for CIFAR-10 in Ho et al.).
+        image_size: the training image size. Inputs may have any height and width divisible by
+            2**(len(channel_mults) - 1) (the model is convolutional); ``image_size`` must be divisible
+            too, and it defines the pixel sizes of ``attention_resolutions``.
+        condition: None (unconditional), "class" or "text"; the condition embedding is added to the time
+            embedding. ``cond=None`` to a conditional model means the null condition.
+        num_classes: number of classes for ``condition="class"``.
+        text_charset, text_length, text_token_dim, text_pooling: options of the
+            :class:`~ddpmlab.models.embeddings.TextEmbedding` for ``condition="text"``.
+        scale_shift: FiLM-style time conditioning (True) or additive (False, Ho et al.).
+        num_groups: GroupNorm groups; every level's width must be divisible by it.
+        gradient_checkpointing: recompute each stage's activations in the backward pass (less memory,
+            about 30% more compute); only while training with gradients enabled.
+
+    Attributes:
+        condition_encoder: the :class:`ClassEmbedding` / :class:`TextEmbedding`, or None.
+
+    Shapes: x_t [B, in_channels, H, W] (contiguous or channels-last), t int64 [B], cond: int64 labels [B]
+    for "class", a list of B strings for "text" -> [B, out_channels, H, W].
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int | None = None,
+        base_channels: int = 128,
+        channel_mults: Sequence[int] = (1, 2, 2, 2),
+        num_res_blocks: int = 2,
+        attention_levels: Sequence[int] | None = None,
+        attention_resolutions: Sequence[int] | None = None,
+        num_heads: int = 4,
+        head_dim: int | None = None,
+        dropout: float = 0.1,
+        image_size: int = 32,
+        condition: Literal["class", "text"] | None = None,
+        num_classes: int | None = None,
+        text_charset: str | None = None,
+        text_length: int | None = None,
+        text_token_dim: int = 64,
+        text_pooling: Literal["flatten", "mean"] = "flatten",
+        scale_shift: bool = True,
+        num_groups: int = 32,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        channel_mults = tuple(channel_mults)
+        _check_sizes(
+            in_channels, out_channels, base_channels, channel_mults, num_res_blocks, dropout, image_size
+        )
+        _check_groups(base_channels, channel_mults, num_groups)
+        if condition not in CONDITION_KINDS:
+            raise ValueError(f"unknown condition {condition!r}; choose one of None, 'class', 'text'")
+        levels = _attention_levels(attention_levels, attention_resolutions, image_size, len(channel_mults))
+        self.in_channels = in_channels
+        self.out_channels = out_channels or in_channels
+        self.downsampling_factor = 2 ** (len(channel_mults) - 1)
+        self.gradient_checkpointing = gradient_checkpointing
+        widths = [base_channels * mult for mult in channel_mults]
+        emb_dim = 4 * base_channels
+
+        self.time_embedding = TimestepEmbedding(base_channels, emb_dim)
+        self.condition_encoder = build_condition_encoder(
+            condition,
+            emb_dim,
+            num_classes=num_classes,
+            text_charset=text_charset,
+            text_length=text_length,
+            text_token_dim=text_token_dim,
+            text_pooling=text_pooling,
+        )
+
+        def stage(in_ch: int, out_ch: int, attention: bool) -> UNetStage:
+            residual = ResidualBlock(in_ch, out_ch, emb_dim, dropout, num_groups, scale_shift)
+            heads = _heads(out_ch, num_heads, head_dim) if attention else 0
+            return UNetStage(residual, AttentionBlock(out_ch, heads, num_groups) if attention else None)
+
+        self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.down_levels, skip_widths = self._build_down(widths, base_channels, num_res_blocks, levels, stage)
+        self.middle = nn.ModuleList(
+            [stage(widths[-1], widths[-1], True), stage(widths[-1], widths[-1], False)]
+        )
+        self.up_levels = self._build_up(widths, skip_widths, num_res_blocks, levels, stage)
+        self.output_norm = nn.GroupNorm(num_groups, base_channels)
+        self.output_conv = _zero_init(nn.Conv2d(base_channels, self.out_channels, 3, padding=1))
+
+    @staticmethod
+    def _build_down(widths, base_channels, num_res_blocks, attention_levels, stage):
+        """Down-path levels and the widths of every output saved for the skip connections."""
+        levels, skip_widths, width = nn.ModuleList(), [base_channels], base_channels
+        for index, level_width in enumerate(widths):
+            stages = []
+            for _ in range(num_res_blocks):
+                stages.append(stage(width, level_width, index in attention_levels))
+                width = level_width
+                skip_widths.append(width)
+            last = index == len(widths) - 1
+            levels.append(UNetLevel(stages, None if last else Downsample(width)))
+            if not last:
+                skip_widths.append(width)
+        return levels, skip_widths
+
+    @staticmethod
+    def _build_up(widths, skip_widths, num_res_blocks, attention_levels, stage):
+        """Up-path levels, deepest first; each stage consumes one skip width from the end."""
+        skip_widths, levels, width = list(skip_widths), nn.ModuleList(), widths[-1]
+        for index in reversed(range(len(widths))):
+            stages = []
+            for _ in range(num_res_blocks + 1):
+                stages.append(stage(width + skip_widths.pop(), widths[index], index in attention_levels))
+                width = widths[index]
+            levels.append(UNetLevel(stages, Upsample(width) if index > 0 else None))
+        return levels
+
+    def _run(self, stage: UNetStage, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(stage, h, emb, use_reentrant=False)
+        return stage(h, emb)
+
+    def embed(self, t: torch.Tensor, cond: Any, batch: int, device: torch.device) -> torch.Tensor:
+        """Time (+ condition) embedding [B, 4 * base_channels], after SiLU, as every block consumes it."""
+        emb = self.time_embedding(batch_timesteps(t, batch, device))
+        cond_emb = embed_condition(self.condition_encoder, cond, batch, device)
+        if cond_emb is not None:
+            emb = emb + cond_emb
+        return F.silu(emb)
+
+    def check_input(self, x_t: torch.Tensor) -> None:
+        """Raise ValueError unless x_t is [B, in_channels, H, W] with H and W divisible as needed."""
+        if x_t.ndim != 4 or x_t.shape[1] != self.in_channels:
+            raise ValueError(
+                f"UNet expects x_t of shape [B, {self.in_channels}, H, W], got {list(x_t.shape)}"
+            )
+        height, width = x_t.shape[-2:]
+        factor = self.downsampling_factor
+        if height % factor or width % factor:
+            raise ValueError(
+                f"this UNet ({len(self.down_levels)} levels) needs the image height and width divisible by "
+                f"{factor}, got {height}x{width}"
+            )
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """x_t [B, C, H, W], t int64 [B] (original timestep indices), cond or None -> [B, C_out, H, W]."""
+        self.check_input(x_t)
+        emb = self.embed(t, cond, x_t.shape[0], x_t.device)
+        h = self.input_conv(x_t)
+        skips = [h]
+        for level in self.down_levels:
+            for stage in level.stages:
+                h = self._run(stage, h, emb)
+                skips.append(h)
+            if level.resample is not None:
+                h = level.resample(h)
+                skips.append(h)
+        for stage in self.middle:
+            h = self._run(stage, h, emb)
+        for level in self.up_levels:
+            for stage in level.stages:
+                h = self._run(stage, torch.cat([h, skips.pop()], dim=1), emb)
+            if level.resample is not None:
+                h = level.resample(h)
+        return self.output_conv(F.silu(self.output_norm(h)))
+
+
+def _check_sizes(
+    in_channels, out_channels, base_channels, channel_mults, num_res_blocks, dropout, image_size
+):
+    for name, value in (("in_channels", in_channels), ("base_channels", base_channels)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if out_channels is not None and out_channels < 1:
+        raise ValueError(f"out_channels must be at least 1, got {out_channels}")
+    if not channel_mults or any(mult < 1 for mult in channel_mults):
+        raise ValueError(
+            f"channel_mults must be a non-empty list of positive integers, got {list(channel_mults)}"
+        )
+    if num_res_blocks < 1:
+        raise ValueError(f"num_res_blocks must be at least 1, got {num_res_blocks}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    factor = 2 ** (len(channel_mults) - 1)
+    if image_size < 1 or image_size % factor:
+        raise ValueError(
+            f"image_size must be divisible by {factor} (2 ** (len(channel_mults) - 1) for "
+            f"{len(channel_mults)} levels), got {image_size}"
+        )
+
+
+def _check_groups(base_channels: int, channel_mults: tuple[int, ...], num_groups: int) -> None:
+    widths = sorted({base_channels, *(base_channels * mult for mult in channel_mults)})
+    bad = [width for width in widths if width % num_groups]
+    if num_groups < 1 or bad:
+        raise ValueError(
+            f"num_groups={num_groups} must divide every level's width {widths}; it does not divide {bad}"
+        )
+
+
+def _attention_levels(
+    levels: Sequence[int] | None, resolutions: Sequence[int] | None, image_size: int, num_levels: int
+) -> frozenset[int]:
+    """The attention level indices from either argument (or the default), validated."""
+    if levels is not None and resolutions is not None:
+        raise ValueError("give attention_levels or attention_resolutions, not both")
+    allowed_levels = list(range(num_levels))
+    if resolutions is not None:
+        sizes = [image_size // 2**level for level in allowed_levels]
+        unknown = [size for size in resolutions if size not in sizes]
+        if unknown:
+            raise ValueError(f"attention resolutions {unknown} are not among this UNet's resolutions {sizes}")
+        return frozenset(sizes.index(size) for size in resolutions)
+    if levels is None:
+        return frozenset({1} if num_levels > 1 else ())
+    unknown = [level for level in levels if level not in allowed_levels]
+    if unknown:
+        raise ValueError(f"attention levels {unknown} are not among this UNet's levels {allowed_levels}")
+    return frozenset(levels)
+
+
+def _heads(channels: int, num_heads: int, head_dim: int | None) -> int:
+    """Number of attention heads for a block of ``channels``, validated."""
+    if head_dim is not None:
+        if head_dim < 1 or channels % head_dim:
+            raise ValueError(f"head_dim={head_dim} must divide the attention width {channels}")
+        return channels // head_dim
+    if num_heads < 1 or channels % num_heads:
+        raise ValueError(f"num_heads={num_heads} must divide the attention width {channels}")
+    return num_heads

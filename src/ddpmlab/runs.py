@@ -1,0 +1,332 @@
+"""Run-level operations as plain functions, for the CLI and for notebooks alike.
+
+A run directory is the unit a user keeps::
+
+    runs/NAME/config.yaml          the resolved config (everything later commands need)
+    runs/NAME/checkpoints/last.pt  model, EMA, optimizer, ... (see ddpmlab.training.checkpoint)
+    runs/NAME/metrics.jsonl        one JSON line per log step, plus evaluation records
+    runs/NAME/logs/                TensorBoard
+    runs/NAME/plots/, samples/     pictures
+
+``train_run(config, run_dir)`` builds everything a config describes and trains it;
+``open_run(run_dir)`` loads it back (EMA weights) and ``sample_run(run, ...)`` samples from it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddpmlab.config import Config, ConfigError
+from ddpmlab.data.batches import SampledBatches
+from ddpmlab.diffusion import GaussianDiffusion
+from ddpmlab.guidance import ClassifierFreeGuidance
+from ddpmlab.sampling import Sampler, make_sampler
+from ddpmlab.schedules import make_schedule
+from ddpmlab.training.checkpoint import load_checkpoint
+from ddpmlab.training.trainer import Trainer, resolve_device
+
+__all__ = [
+    "RunError",
+    "DataInfo",
+    "Run",
+    "build_diffusion",
+    "build_data",
+    "build_model_for",
+    "train_run",
+    "open_run",
+    "make_run_sampler",
+    "sample_run",
+    "seed_generators",
+]
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used as asked (missing, or would be overwritten)."""
+
+
+@dataclass
+class DataInfo:
+    """What the rest of a run needs to know about its data."""
+
+    kind: str  # "toy" or "image"
+    shape: tuple[int, ...]  # one sample's shape: (D,) or (C, H, W)
+    num_classes: int  # 0 when the data has no labels
+    dataset: Any = None  # the dataset object (toy distribution or image dataset)
+    class_names: list[str] | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Building.
+# --------------------------------------------------------------------------------------------------
+
+
+def build_diffusion(config: Config) -> GaussianDiffusion:
+    d = config.diffusion
+    schedule = make_schedule(d.schedule, d.timesteps, **d.schedule_options)
+    return GaussianDiffusion(schedule, d.prediction, d.min_snr_gamma)
+
+
+def _is_toy(name: str) -> bool:
+    from ddpmlab.data.toy import toy_dataset_names
+
+    return name in toy_dataset_names()
+
+
+def build_data(config: Config, rank: int = 0, world_size: int = 1) -> tuple[Any, DataInfo]:
+    """The training batch stream and the data's description."""
+    data = config.data
+    if _is_toy(data.name):
+        from ddpmlab.data.toy import make_toy_dataset
+
+        dataset = make_toy_dataset(data.name, **data.options)
+        if data.conditional and not dataset.num_classes:
+            raise ConfigError(f"data.conditional is true but {data.name} has no labels")
+        seed = config.train.seed * 1000 + rank
+        batches = SampledBatches(dataset.sample, config.train.batch_size, seed)
+        return batches, DataInfo("toy", (dataset.dim,), dataset.num_classes, dataset)
+    try:
+        from ddpmlab.data.images import build_image_data
+    except ImportError:
+        raise ConfigError(f"unknown dataset {data.name!r}") from None
+    return build_image_data(config, rank, world_size)
+
+
+def build_model_for(config: Config, info: DataInfo) -> torch.nn.Module:
+    """The model a config describes, with the data-dependent options filled in."""
+    from ddpmlab.models import build_model
+
+    options = dict(config.model.options)
+    num_classes = info.num_classes if config.data.conditional else None
+    if config.model.type == "mlp":
+        options.setdefault("data_dim", info.shape[0])
+        if num_classes:
+            options.setdefault("num_classes", num_classes)
+    elif config.model.type == "unet":
+        options.setdefault("in_channels", info.shape[0])
+        options.setdefault("image_size", info.shape[-1])
+        if num_classes:
+            options.setdefault("condition", "class")
+            options.setdefault("num_classes", num_classes)
+    try:
+        return build_model({"type": config.model.type, **options})
+    except TypeError as error:
+        raise ConfigError(f"model: {error}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Training.
+# --------------------------------------------------------------------------------------------------
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite a run that already has checkpoints (unless resuming)."""
+    has_checkpoint = (run_dir / CHECKPOINT).exists()
+    if resume and not has_checkpoint:
+        raise RunError(f"nothing to resume: {run_dir / CHECKPOINT} does not exist")
+    if not resume and has_checkpoint:
+        raise RunError(
+            f"{run_dir} already holds a trained run; pass --resume to continue it or --run to choose another directory"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def train_run(
+    config: Config,
+    run_dir: str | Path,
+    resume: bool = False,
+    hooks: list | None = None,
+    report: bool = True,
+) -> Trainer:
+    """Build what ``config`` describes and train it in ``run_dir``; returns the finished Trainer.
+
+    After training, toy runs get their plots and metrics (``report``).
+    """
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir, resume)
+    if resume:
+        saved = Config.from_dict(load_checkpoint(run_dir / CHECKPOINT)["config"])
+        # Only the stopping rule may change on resume: the rest must match what was trained.
+        config = Config.from_dict({**saved.to_dict(), "train": {**saved.to_dict()["train"], **_stop_keys(config)}})
+    torch.manual_seed(config.train.seed)
+    batches, info = build_data(config)
+    model = build_model_for(config, info)
+    diffusion = build_diffusion(config)
+    (run_dir / CONFIG_FILE).write_text(config.to_yaml())
+    trainer = Trainer(
+        model,
+        diffusion,
+        batches,
+        config.train,
+        run_dir=run_dir,
+        conditional=config.data.conditional,
+        run_config=config.to_dict(),
+        hooks=hooks,
+    )
+    if resume:
+        trainer.resume()
+    trainer.fit()
+    if report and info.kind == "toy":
+        from ddpmlab.toy_report import write_toy_report
+
+        write_toy_report(open_run(run_dir))
+    return trainer
+
+
+def _stop_keys(config: Config) -> dict[str, Any]:
+    train = config.to_dict()["train"]
+    return {key: train[key] for key in ("steps", "epochs", "minutes")}
+
+
+# --------------------------------------------------------------------------------------------------
+# Opening and sampling.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """A trained run loaded for sampling: its config, EMA model, diffusion and data description."""
+
+    run_dir: Path
+    config: Config
+    model: torch.nn.Module
+    diffusion: GaussianDiffusion
+    info: DataInfo
+    step: int
+    device: torch.device
+
+    @property
+    def conditional(self) -> bool:
+        return self.config.data.conditional
+
+
+def open_run(run_dir: str | Path, device: str = "auto") -> Run:
+    """Load a run directory's config and EMA weights."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).exists():
+        raise RunError(f"{run_dir} is not a trained run (no {CHECKPOINT})")
+    target = resolve_device(device)
+    state = load_checkpoint(run_dir / CHECKPOINT, map_location="cpu")
+    config = Config.from_dict(state["config"])
+    _, info = build_data(config)
+    model = build_model_for(config, info)
+    model.load_state_dict(state["ema"]["model"])
+    model.to(target).eval()
+    return Run(run_dir, config, model, build_diffusion(config), info, int(state["step"]), target)
+
+
+def make_run_sampler(run: Run, sampler: str | None = None, steps: int | None = None, eta: float | None = None,
+                     clip_x0: float | None = None) -> Sampler:
+    """A sampler for ``run``, each option defaulting to the run's ``sample`` section."""
+    s = run.config.sample
+    name = sampler or s.sampler
+    steps = steps if steps is not None else s.steps
+    clip = clip_x0 if clip_x0 is not None else s.clip_x0
+    options: dict[str, Any] = {"clip_x0": clip, "spacing": s.spacing}
+    if name == "ddim":
+        options["eta"] = eta if eta is not None else s.eta
+    else:
+        options["variance"] = s.variance
+    return make_sampler(name, run.diffusion, steps, **options)
+
+
+def seed_generators(seed: int, first_sample: int, count: int, block: int, device: torch.device) -> list[torch.Generator]:
+    """One generator per block of ``block`` samples, seeded by (seed, block index): sample i's noise
+    depends only on the seed and i, never on the batch size or the number of processes."""
+    if first_sample % block or count % block:
+        raise ValueError("sampling batches must start and end on seed-block boundaries")
+    generators = []
+    for index in range(first_sample // block, (first_sample + count) // block):
+        generators.append(torch.Generator(device=device).manual_seed(seed * 1_000_003 + index))
+    return generators
+
+
+def default_seed_block(info: DataInfo) -> int:
+    return 1000 if info.kind == "toy" else 8
+
+
+def sample_run(
+    run: Run,
+    num: int,
+    sampler: Sampler,
+    guidance: float | None = None,
+    labels: torch.Tensor | list | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, Any]:
+    """Draw ``num`` samples (EMA weights) with ``sampler``; returns (samples [num, ...] on CPU, labels).
+
+    For a conditional run, ``labels`` gives each sample's condition (default: classes in turn) and
+    ``guidance`` the classifier-free guidance scale w (default: the run's ``sample.guidance``).
+    """
+    if num <= 0:
+        raise ValueError(f"the number of samples must be positive, got {num}")
+    model: Any = run.model
+    if run.conditional:
+        labels = _condition_batch(run, num, labels)
+        scale = run.config.sample.guidance if guidance is None else guidance
+        encoder = getattr(run.model, "condition_encoder", None)
+        if encoder is None:
+            raise RunError("this run's model has no condition encoder")
+        if scale != 1.0:
+            model = ClassifierFreeGuidance(run.model, scale, encoder.null_condition)
+    elif labels is not None:
+        raise RunError("this run is unconditional: it takes no labels")
+    block = default_seed_block(run.info)
+    batch_size = batch_size or run.config.sample.batch_size
+    batch_size = max(block, batch_size // block * block)
+    padded = -(-num // block) * block
+    outputs = []
+    for start in range(0, padded, batch_size):
+        count = min(batch_size, padded - start)
+        generators = seed_generators(seed, start, count, block, run.device)
+        cond = None
+        if labels is not None:
+            cond = _slice_condition(labels, start, count, num, run.device)
+        x = sampler.sample(model, (count, *run.info.shape), cond=cond, generator=generators, device=run.device,
+                           progress=progress)
+        outputs.append(x.float().cpu())
+    samples = torch.cat(outputs)[:num]
+    return samples, labels
+
+
+def _condition_batch(run: Run, num: int, labels: Any) -> Any:
+    if labels is None:
+        classes = run.info.num_classes
+        return torch.arange(num) % classes
+    if torch.is_tensor(labels) or isinstance(labels, (list, tuple)):
+        if len(labels) == num:
+            return torch.as_tensor(labels) if not isinstance(labels[0], str) else list(labels)
+        if len(labels) and not isinstance(labels[0], str):
+            cycle = torch.as_tensor(labels)
+            return cycle[torch.arange(num) % len(cycle)]
+        return [labels[i % len(labels)] for i in range(num)]
+    raise RunError(f"cannot use {labels!r} as labels")
+
+
+def _slice_condition(labels: Any, start: int, count: int, num: int, device: torch.device) -> Any:
+    """The conditions of samples start .. start+count, padding past ``num`` by repeating the last one."""
+    indices = [min(i, num - 1) for i in range(start, start + count)]
+    if torch.is_tensor(labels):
+        return labels[torch.tensor(indices)].to(device)
+    return [labels[i] for i in indices]
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(Path(run_dir) / "metrics.jsonl", "a") as file:
+        file.write(json.dumps(record) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

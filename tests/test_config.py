@@ -1,0 +1,79 @@
+"""Config: defaults, YAML, dotted overrides, validation with clear messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from ddpmlab.config import Config, ConfigError, load_config, parse_overrides
+
+
+def test_defaults_are_valid_and_round_trip():
+    config = Config()
+    again = Config.from_dict(config.to_dict())
+    assert again.to_dict() == config.to_dict()
+
+
+def test_yaml_file_name_and_open_sections(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("data:\n  name: mog1d\n  means: [-1, 1]\nmodel:\n  type: mlp\n  hidden: 64\ntrain:\n  lr: 1e-3\n")
+    config = load_config(path)
+    assert config.name == "exp"
+    assert config.data.options == {"means": [-1, 1]}
+    assert config.model.options == {"hidden": 64}
+    assert config.train.lr == pytest.approx(1e-3) and isinstance(config.train.lr, float)  # YAML reads 1e-3 as str
+    assert config.to_dict()["data"]["means"] == [-1, 1]  # options flatten back into their section
+
+
+def test_dotted_overrides_parse_yaml_values(tmp_path):
+    config = load_config(None, ["data.means=[-3,0,4]", "train.steps=3000", "diffusion.schedule=cosine",
+                                "sample.clip_x0=null", "train.tensorboard=false", "name=x"])
+    assert config.data.options["means"] == [-3, 0, 4]
+    assert config.train.steps == 3000
+    assert config.diffusion.schedule == "cosine"
+    assert config.sample.clip_x0 is None and config.train.tensorboard is False and config.name == "x"
+    assert parse_overrides(["a.b=hello world"]) == {"a.b": "hello world"}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.stpes=3"], r"unknown key\(s\) stpes in train; allowed: .*steps"),
+        (["trian.steps=3"], "unknown config section"),
+        (["train.steps=-1"], "train.steps must be a positive integer"),
+        (["train.precision=fp8"], "train.precision must be one of fp32, bf16, fp16"),
+        (["diffusion.prediction=noise"], "diffusion.prediction must be one of eps, x0, v"),
+        (["sample.sampler=euler"], "sample.sampler must be one of ddpm, ddim"),
+        (["train.lr=fast"], "train.lr must be a number"),
+        (["train.steps=null"], "at least one of steps, epochs or minutes"),
+        (["train.ema_decay=1.0"], r"train.ema_decay must be in \[0, 1\)"),
+        (["nokey"], "must look like section.key=value"),
+    ],
+)
+def test_bad_values_are_refused_clearly(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listy)
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    import ddpmlab
+
+    folder = Path(ddpmlab.__file__).parent / "configs"
+    paths = sorted(folder.glob("*.yaml"))
+    assert paths, "no configs shipped"
+    for path in paths:
+        assert load_config(path).name == path.stem
