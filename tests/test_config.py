@@ -15,18 +15,31 @@ def test_defaults_are_valid_and_round_trip():
 
 def test_yaml_file_name_and_open_sections(tmp_path):
     path = tmp_path / "exp.yaml"
-    path.write_text("data:\n  name: mog1d\n  means: [-1, 1]\nmodel:\n  type: mlp\n  hidden: 64\ntrain:\n  lr: 1e-3\n")
+    path.write_text(
+        "data:\n  name: mog1d\n  means: [-1, 1]\nmodel:\n  type: mlp\n  hidden: 64\ntrain:\n  lr: 1e-3\n"
+    )
     config = load_config(path)
     assert config.name == "exp"
     assert config.data.options == {"means": [-1, 1]}
     assert config.model.options == {"hidden": 64}
-    assert config.train.lr == pytest.approx(1e-3) and isinstance(config.train.lr, float)  # YAML reads 1e-3 as str
+    assert config.train.lr == pytest.approx(1e-3) and isinstance(
+        config.train.lr, float
+    )  # YAML reads 1e-3 as str
     assert config.to_dict()["data"]["means"] == [-1, 1]  # options flatten back into their section
 
 
 def test_dotted_overrides_parse_yaml_values(tmp_path):
-    config = load_config(None, ["data.means=[-3,0,4]", "train.steps=3000", "diffusion.schedule=cosine",
-                                "sample.clip_x0=null", "train.tensorboard=false", "name=x"])
+    config = load_config(
+        None,
+        [
+            "data.means=[-3,0,4]",
+            "train.steps=3000",
+            "diffusion.schedule=cosine",
+            "sample.clip_x0=null",
+            "train.tensorboard=false",
+            "name=x",
+        ],
+    )
     assert config.data.options["means"] == [-3, 0, 4]
     assert config.train.steps == 3000
     assert config.diffusion.schedule == "cosine"

@@ -26,16 +26,36 @@ def _sample_with_labels(n, generator, return_labels=True):
 def _trainer(tmp_path, steps, conditional=False, grad_accum=1, seed=0):
     torch.manual_seed(seed)
     model = MLPDenoiser(2, hidden=32, num_blocks=2, time_dim=16, num_classes=2 if conditional else None)
-    config = TrainConfig(steps=steps, batch_size=16, lr=1e-2, warmup_steps=2, log_every=1, checkpoint_every=None,
-                         tensorboard=False, progress=False, grad_accum=grad_accum, ema_decay=0.9, seed=seed)
+    config = TrainConfig(
+        steps=steps,
+        batch_size=16,
+        lr=1e-2,
+        warmup_steps=2,
+        log_every=1,
+        checkpoint_every=None,
+        tensorboard=False,
+        progress=False,
+        grad_accum=grad_accum,
+        ema_decay=0.9,
+        seed=seed,
+    )
     diffusion = GaussianDiffusion(make_schedule("linear", 100))
     batches = SampledBatches(_sample_with_labels, config.batch_size, seed=seed)
-    return Trainer(model, diffusion, batches, config, run_dir=tmp_path, conditional=conditional,
-                   run_config={"name": "test"})
+    return Trainer(
+        model,
+        diffusion,
+        batches,
+        config,
+        run_dir=tmp_path,
+        conditional=conditional,
+        run_config={"name": "test"},
+    )
 
 
 def _flat(module):
-    return torch.cat([p.detach().flatten() for p in module.state_dict().values() if p.dtype.is_floating_point])
+    return torch.cat(
+        [p.detach().flatten() for p in module.state_dict().values() if p.dtype.is_floating_point]
+    )
 
 
 @pytest.mark.parametrize("conditional", [False, True])
@@ -46,7 +66,9 @@ def test_resume_is_exact(tmp_path, conditional):
 
     first = _trainer(tmp_path / "split", steps=8, conditional=conditional)
     first.fit(until_step=4)  # as if interrupted after 4 of 8 steps
-    second = _trainer(tmp_path / "split", steps=8, conditional=conditional, seed=99)  # different init, resumed
+    second = _trainer(
+        tmp_path / "split", steps=8, conditional=conditional, seed=99
+    )  # different init, resumed
     second.resume()
     assert second.state.step == 4
     second.fit()
@@ -86,19 +108,33 @@ def test_metrics_jsonl_and_checkpoint_contents(tmp_path):
 
 def test_grad_accumulation_matches_a_bigger_batch(tmp_path):
     """Accumulating 2 micro-batches of 16 equals one batch of 32 made of the same samples."""
+
     def run(batch_size, accum):
         torch.manual_seed(0)
         model = MLPDenoiser(2, hidden=16, num_blocks=1, time_dim=8)
-        config = TrainConfig(steps=1, batch_size=batch_size, grad_accum=accum, lr=1e-2, warmup_steps=0,
-                             tensorboard=False, progress=False, checkpoint_every=None, grad_clip=None)
+        config = TrainConfig(
+            steps=1,
+            batch_size=batch_size,
+            grad_accum=accum,
+            lr=1e-2,
+            warmup_steps=0,
+            tensorboard=False,
+            progress=False,
+            checkpoint_every=None,
+            grad_clip=None,
+        )
         diffusion = GaussianDiffusion(make_schedule("linear", 50))
         data = MIXTURE.sample(32, torch.Generator().manual_seed(1), return_labels=True)
-        chunks = iter([(data[0][i : i + batch_size], data[1][i : i + batch_size]) for i in range(0, 32, batch_size)])
+        chunks = iter(
+            [(data[0][i : i + batch_size], data[1][i : i + batch_size]) for i in range(0, 32, batch_size)]
+        )
 
         class Fixed:
             epoch, batches_per_epoch = 0, None
+
             def __iter__(self):
                 return chunks
+
             def state_dict(self):
                 return {}
 

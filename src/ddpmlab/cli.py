@@ -40,8 +40,11 @@ def _add_schedules(subparsers) -> None:
         description="Plot beta_t, alpha_bar_t and log-SNR of noise schedules and print, for each, the "
         "timestep at which alpha_bar falls below 0.5, 0.1 and 0.01 (how long the data stays structured).",
     )
-    p.add_argument("--schedules", default="linear,cosine,quadratic,sigmoid",
-                   help="comma-separated names or package.module:function (alpha_bar(tau) on [0, 1])")
+    p.add_argument(
+        "--schedules",
+        default="linear,cosine,quadratic,sigmoid",
+        help="comma-separated names or package.module:function (alpha_bar(tau) on [0, 1])",
+    )
     p.add_argument("--timesteps", type=int, default=1000, help="T (default 1000)")
     p.add_argument("--out", default="schedules.png", help="where to write the plot (default schedules.png)")
     p.set_defaults(handler=_cmd_schedules)
@@ -85,7 +88,9 @@ def _add_train(subparsers) -> None:
     p.add_argument("--config", help="YAML config file (e.g. configs/mog1d.yaml)")
     p.add_argument("--run", help="run directory (default runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and model size, then exit")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the resolved config and model size, then exit"
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     p.set_defaults(handler=_cmd_train)
 
@@ -105,7 +110,10 @@ def _cmd_train(args) -> int:
         print(f"# model: {type(model).__name__} with {count:,} parameters ({count / 1e6:.2f}M)")
         return 0
     trainer = train_run(config, run_dir, resume=args.resume)
-    print(f"trained {trainer.state.step} steps in {trainer.state.elapsed_seconds:.1f} s; run directory: {run_dir}")
+    print(
+        f"trained {trainer.state.step} steps in {trainer.state.elapsed_seconds:.1f} s; "
+        f"run directory: {run_dir}"
+    )
     return 0
 
 
@@ -115,8 +123,9 @@ def _cmd_train(args) -> int:
 
 
 def _add_sample(subparsers) -> None:
-    p = subparsers.add_parser("sample", help="sample from a trained run",
-                              description="Sample from a trained run (its EMA weights).")
+    p = subparsers.add_parser(
+        "sample", help="sample from a trained run", description="Sample from a trained run (its EMA weights)."
+    )
     p.add_argument("--run", required=True, help="run directory")
     p.add_argument("--num", type=int, help="number of samples (default: the run's sample.num)")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help="default: the run's sample.sampler")
@@ -158,8 +167,9 @@ def _cmd_sample(args) -> int:
         raise UsageError("--labels: this run is unconditional")
     sampler = make_run_sampler(run, args.sampler, args.steps, args.eta)
     num = args.num or run.config.sample.num
-    samples, used_labels = sample_run(run, num, sampler, args.guidance, labels, args.seed, args.batch_size,
-                                      progress=True)
+    samples, used_labels = sample_run(
+        run, num, sampler, args.guidance, labels, args.seed, args.batch_size, progress=True
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"samples": samples.numpy()}
     if used_labels is not None:
@@ -176,7 +186,10 @@ def _cmd_sample(args) -> int:
 
 def _add_demo(subparsers) -> None:
     p = subparsers.add_parser("demo", help="the main job: train the default config and write its pictures")
-    p.add_argument("--run", default="runs/demo-mog1d", help="run directory (replaced if it holds an earlier demo)")
+    p.add_argument(
+        "--run", default="runs/demo-mog1d", help="run directory (replaced if it holds an earlier demo)"
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     p.set_defaults(handler=_cmd_demo)
 
 
@@ -187,7 +200,7 @@ def _cmd_demo(args) -> int:
     from ddpmlab.runs import train_run
 
     config_path = Path(__file__).resolve().parent / "configs" / "mog1d.yaml"
-    config = load_config(config_path)
+    config = load_config(config_path, args.overrides)
     run_dir = Path(args.run)
     marker = run_dir / ".ddpmlab-demo"
     if run_dir.exists():

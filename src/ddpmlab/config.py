@@ -55,7 +55,9 @@ def _check_choice(section: str, key: str, value: Any, allowed: tuple[str, ...]) 
         raise ConfigError(f"{section}.{key} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-def _check_positive(section: str, key: str, value: Any, allow_none: bool = False, integer: bool = False) -> None:
+def _check_positive(
+    section: str, key: str, value: Any, allow_none: bool = False, integer: bool = False
+) -> None:
     if value is None and allow_none:
         return
     kind = int if integer else (int, float)
@@ -315,7 +317,9 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     for dotted, value in overrides.items():
         parts = dotted.split(".")
         if parts[0] not in SECTIONS and dotted != "name":
-            raise ConfigError(f"unknown config section in override {dotted!r}; sections: name, {', '.join(SECTIONS)}")
+            raise ConfigError(
+                f"unknown config section in override {dotted!r}; sections: name, {', '.join(SECTIONS)}"
+            )
         node = result
         for part in parts[:-1]:
             child = node.setdefault(part, {})

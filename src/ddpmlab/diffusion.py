@@ -61,7 +61,8 @@ def randn(
 
     ``generator`` may be one ``torch.Generator`` for the whole batch or a list of G generators, each
     drawing the noise of shape[0] / G consecutive samples (a "seed block"), so that a block's noise
-    depends on its own seed only and not on how blocks are batched or spread over processes. Generators must live on ``device`` (or on the CPU, then the noise is moved).
+    depends on its own seed only and not on how blocks are batched or spread over processes.
+    Generators must live on ``device`` (or on the CPU, then the noise is moved).
     """
     if isinstance(generator, (list, tuple)):
         if len(generator) == 0 or shape[0] % len(generator) != 0:
@@ -118,7 +119,9 @@ class GaussianDiffusion:
         min_snr_gamma: float | None = None,
     ) -> None:
         if prediction not in PREDICTION_TYPES:
-            raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTION_TYPES)}")
+            raise ValueError(
+                f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTION_TYPES)}"
+            )
         if min_snr_gamma is not None and min_snr_gamma <= 0:
             raise ValueError(f"min_snr_gamma must be positive, got {min_snr_gamma}")
         self.schedule = schedule
@@ -191,9 +194,10 @@ class GaussianDiffusion:
             (mean like x_t, variance [B, 1, ...], log-variance [B, 1, ...] clipped at t = 0, where the
             variance is 0).
         """
-        mean = self.coefficient("posterior_mean_coef1", t, x_t) * x0 + self.coefficient(
-            "posterior_mean_coef2", t, x_t
-        ) * x_t
+        mean = (
+            self.coefficient("posterior_mean_coef1", t, x_t) * x0
+            + self.coefficient("posterior_mean_coef2", t, x_t) * x_t
+        )
         variance = self.coefficient("posterior_variance", t, x_t)
         log_variance = self.coefficient("posterior_log_variance_clipped", t, x_t)
         return mean, variance, log_variance
@@ -216,21 +220,24 @@ class GaussianDiffusion:
 
     def v_from_x0_eps(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0."""
-        return self.coefficient("sqrt_alphas_cumprod", t, x0) * eps - self.coefficient(
-            "sqrt_one_minus_alphas_cumprod", t, x0
-        ) * x0
+        return (
+            self.coefficient("sqrt_alphas_cumprod", t, x0) * eps
+            - self.coefficient("sqrt_one_minus_alphas_cumprod", t, x0) * x0
+        )
 
     def x0_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """x0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v."""
-        return self.coefficient("sqrt_alphas_cumprod", t, x_t) * x_t - self.coefficient(
-            "sqrt_one_minus_alphas_cumprod", t, x_t
-        ) * v
+        return (
+            self.coefficient("sqrt_alphas_cumprod", t, x_t) * x_t
+            - self.coefficient("sqrt_one_minus_alphas_cumprod", t, x_t) * v
+        )
 
     def eps_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """eps = sqrt(1 - alpha_bar) x_t + sqrt(alpha_bar) v."""
-        return self.coefficient("sqrt_one_minus_alphas_cumprod", t, x_t) * x_t + self.coefficient(
-            "sqrt_alphas_cumprod", t, x_t
-        ) * v
+        return (
+            self.coefficient("sqrt_one_minus_alphas_cumprod", t, x_t) * x_t
+            + self.coefficient("sqrt_alphas_cumprod", t, x_t) * v
+        )
 
     def prediction_to_eps_x0(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> Prediction:
         """Interpret a model output of this diffusion's ``prediction`` type as (eps, x0)."""
@@ -257,7 +264,9 @@ class GaussianDiffusion:
         """
         output = call_model(model, x_t, self.model_timesteps(t), cond)
         if output.shape != x_t.shape:
-            raise ValueError(f"the model returned shape {list(output.shape)} for x_t of shape {list(x_t.shape)}")
+            raise ValueError(
+                f"the model returned shape {list(output.shape)} for x_t of shape {list(x_t.shape)}"
+            )
         return self.prediction_to_eps_x0(output.to(x_t.dtype), x_t, t)
 
     # ---------------------------------------------------------------------------------------------
@@ -309,14 +318,18 @@ class GaussianDiffusion:
         """
         batch = x0.shape[0]
         if t is None:
-            t = torch.randint(0, self.num_timesteps, (batch,), generator=generator, device=_gen_device(generator))
+            t = torch.randint(
+                0, self.num_timesteps, (batch,), generator=generator, device=_gen_device(generator)
+            )
             t = t.to(x0.device)
         if noise is None:
             noise = randn(x0.shape, generator, x0.device, x0.dtype)
         x_t = self.q_sample(x0, t, noise)
         output = call_model(model, x_t, self.model_timesteps(t), cond)
         if output.shape != x0.shape:
-            raise ValueError(f"the model returned shape {list(output.shape)} for data of shape {list(x0.shape)}")
+            raise ValueError(
+                f"the model returned shape {list(output.shape)} for data of shape {list(x0.shape)}"
+            )
         target = self.training_target(x0, noise, t)
         per_sample = F.mse_loss(output.float(), target.float(), reduction="none").flatten(1).mean(1)
         weights = self.loss_weights(t)

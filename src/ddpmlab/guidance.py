@@ -58,7 +58,9 @@ class ClassifierFreeGuidance(torch.nn.Module):
             return call_model(self.model, x_t, t, cond)
         if self.scale == 0.0:
             return call_model(self.model, x_t, t, concat_conditions(cond, self.null_cond)[len(x_t) :])
-        both = call_model(self.model, torch.cat([x_t, x_t]), torch.cat([t, t]), concat_conditions(cond, self.null_cond))
+        both = call_model(
+            self.model, torch.cat([x_t, x_t]), torch.cat([t, t]), concat_conditions(cond, self.null_cond)
+        )
         conditional, unconditional = both.chunk(2)
         return unconditional + self.scale * (conditional - unconditional)
 
@@ -97,8 +99,12 @@ class ClassifierGuidance(torch.nn.Module):
     def log_prob_gradient(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """grad_{x_t} log p(y | x_t, t), shaped like x_t."""
         with torch.enable_grad(), torch.inference_mode(False):
+            # Tensors made under inference_mode cannot take part in autograd: work on normal copies.
             x = x_t.detach().clone().requires_grad_(True)
-            log_probs = torch.log_softmax(self.classifier(x, t).float(), dim=-1)
+            t, labels = t.clone(), labels.clone()
+            logits = self.classifier(x, t)
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+            log_probs = torch.log_softmax(logits, dim=-1)
             selected = log_probs[torch.arange(len(labels), device=labels.device), labels]
             (gradient,) = torch.autograd.grad(selected.sum(), x)
         return gradient

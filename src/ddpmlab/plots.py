@@ -76,8 +76,16 @@ def plot_density_1d(
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.hist(x, bins=150, range=(grid[0], grid[-1]), density=True, alpha=0.55, label=f"samples (n={len(x)})")
     if reference is not None:
-        ax.hist(_numpy(reference).reshape(-1), bins=150, range=(grid[0], grid[-1]), density=True,
-                histtype="step", color="k", alpha=0.5, label="exact samples")
+        ax.hist(
+            _numpy(reference).reshape(-1),
+            bins=150,
+            range=(grid[0], grid[-1]),
+            density=True,
+            histtype="step",
+            color="k",
+            alpha=0.5,
+            label="exact samples",
+        )
     if density is not None:
         values = _numpy(density(torch.from_numpy(grid)[:, None]))
         ax.plot(grid, values, color="C3", lw=2, label="true density")
@@ -105,7 +113,7 @@ def plot_forward_marginals_1d(
             ax.plot(grid, _numpy(density(torch.from_numpy(grid)[:, None])), color="C3", lw=1.6)
         ax.set(title=f"t = {t}", xlabel=r"$x_t$")
     axes[0].set_ylabel(r"$q(x_t)$")
-    fig.suptitle("forward process: histograms of $x_t$, exact marginal in red")
+    fig.suptitle("forward process: histograms of $x_t$, exact marginal in red", y=1.04)
     return _save(fig, path)
 
 
@@ -127,8 +135,11 @@ def plot_trajectories_1d(
     fig, (ax, side) = plt.subplots(1, 2, figsize=(10, 4.5), gridspec_kw={"width_ratios": [4, 1]}, sharey=True)
     ax.plot(t, paths, lw=0.4, alpha=0.35, color="C0")
     ax.invert_xaxis()
-    ax.set(title=f"reverse process: {paths.shape[1]} trajectories", ylabel="x",
-           xlabel="t  (sampling runs from T on the left to the final sample on the right)")
+    ax.set(
+        title=f"reverse process: {paths.shape[1]} trajectories",
+        ylabel="x",
+        xlabel="t  (sampling runs from T on the left to the final sample on the right)",
+    )
     final = paths[-1]
     side.hist(final, bins=60, orientation="horizontal", density=True, alpha=0.55)
     if final_density is not None:
@@ -154,7 +165,10 @@ def plot_samples_2d(
 
 
 def plot_snapshots_2d(
-    snapshots: Sequence[tuple[str, torch.Tensor]], path: str | Path, title: str = "", limit: float | None = None
+    snapshots: Sequence[tuple[str, torch.Tensor]],
+    path: str | Path,
+    title: str = "",
+    limit: float | None = None,
 ) -> Path:
     """A row of 2-D scatter plots (e.g. x_t at several t, forward or reverse)."""
     fig, axes = plt.subplots(1, len(snapshots), figsize=(3.2 * len(snapshots), 3.4), sharex=True, sharey=True)

@@ -133,7 +133,8 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
         raise RunError(f"nothing to resume: {run_dir / CHECKPOINT} does not exist")
     if not resume and has_checkpoint:
         raise RunError(
-            f"{run_dir} already holds a trained run; pass --resume to continue it or --run to choose another directory"
+            f"{run_dir} already holds a trained run; pass --resume to continue it "
+            "or --run to choose another directory"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -154,7 +155,9 @@ def train_run(
     if resume:
         saved = Config.from_dict(load_checkpoint(run_dir / CHECKPOINT)["config"])
         # Only the stopping rule may change on resume: the rest must match what was trained.
-        config = Config.from_dict({**saved.to_dict(), "train": {**saved.to_dict()["train"], **_stop_keys(config)}})
+        config = Config.from_dict(
+            {**saved.to_dict(), "train": {**saved.to_dict()["train"], **_stop_keys(config)}}
+        )
     torch.manual_seed(config.train.seed)
     batches, info = build_data(config)
     model = build_model_for(config, info)
@@ -222,8 +225,13 @@ def open_run(run_dir: str | Path, device: str = "auto") -> Run:
     return Run(run_dir, config, model, build_diffusion(config), info, int(state["step"]), target)
 
 
-def make_run_sampler(run: Run, sampler: str | None = None, steps: int | None = None, eta: float | None = None,
-                     clip_x0: float | None = None) -> Sampler:
+def make_run_sampler(
+    run: Run,
+    sampler: str | None = None,
+    steps: int | None = None,
+    eta: float | None = None,
+    clip_x0: float | None = None,
+) -> Sampler:
     """A sampler for ``run``, each option defaulting to the run's ``sample`` section."""
     s = run.config.sample
     name = sampler or s.sampler
@@ -237,7 +245,9 @@ def make_run_sampler(run: Run, sampler: str | None = None, steps: int | None = N
     return make_sampler(name, run.diffusion, steps, **options)
 
 
-def seed_generators(seed: int, first_sample: int, count: int, block: int, device: torch.device) -> list[torch.Generator]:
+def seed_generators(
+    seed: int, first_sample: int, count: int, block: int, device: torch.device
+) -> list[torch.Generator]:
     """One generator per block of ``block`` samples, seeded by (seed, block index): sample i's noise
     depends only on the seed and i, never on the batch size or the number of processes."""
     if first_sample % block or count % block:
@@ -291,8 +301,14 @@ def sample_run(
         cond = None
         if labels is not None:
             cond = _slice_condition(labels, start, count, num, run.device)
-        x = sampler.sample(model, (count, *run.info.shape), cond=cond, generator=generators, device=run.device,
-                           progress=progress)
+        x = sampler.sample(
+            model,
+            (count, *run.info.shape),
+            cond=cond,
+            generator=generators,
+            device=run.device,
+            progress=progress,
+        )
         outputs.append(x.float().cpu())
     samples = torch.cat(outputs)[:num]
     return samples, labels

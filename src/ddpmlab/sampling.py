@@ -202,6 +202,8 @@ class Sampler:
         ``timesteps[j]`` is the original timestep of ``states[j]``; the last entry is -1, the final sample
         x_0 after the last step. ``every`` keeps every n-th step (the first and last are always kept).
         """
+        if every < 1:
+            raise ValueError(f"every must be a positive integer, got {every}")
         timesteps, states = [], []
         for count, step in enumerate(self.steps(model, shape, cond, generator, x_T, device)):
             if count % every == 0:
@@ -286,7 +288,9 @@ class DDIMSampler(Sampler):
         s = self.schedule
         alpha_bar, alpha_bar_prev = s.alphas_cumprod, s.alphas_cumprod_prev
         sigma = (
-            self.eta * ((1 - alpha_bar_prev) / (1 - alpha_bar)).sqrt() * (1 - alpha_bar / alpha_bar_prev).sqrt()
+            self.eta
+            * ((1 - alpha_bar_prev) / (1 - alpha_bar)).sqrt()
+            * (1 - alpha_bar / alpha_bar_prev).sqrt()
         )
         return {
             "coef_x0": alpha_bar_prev.sqrt(),

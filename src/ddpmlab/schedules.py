@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 AlphaBarFn = Callable[[torch.Tensor], torch.Tensor]
-ScheduleSpec = Union[str, AlphaBarFn, Sequence[float], np.ndarray, torch.Tensor]
+ScheduleSpec = Union[str, AlphaBarFn, Sequence[float], np.ndarray, torch.Tensor]  # noqa: UP007
 Spacing = Literal["trailing", "linspace", "leading"]
 SPACINGS = ("trailing", "linspace", "leading")
 
@@ -187,6 +187,11 @@ def _scaled_endpoints(num_timesteps: int, beta_start: float, beta_end: float) ->
     """Ho et al.'s endpoints are for T = 1000; improved-diffusion scales them by 1000 / T so that the
     total amount of noise (and so alpha_bar at the end) stays about the same for other T."""
     scale = 1000.0 / num_timesteps
+    if beta_end * scale >= 1.0:
+        raise ScheduleError(
+            f"T = {num_timesteps} is too small for beta_end = {beta_end} scaled by 1000/T (beta would reach "
+            f"{beta_end * scale:.3g}); use more timesteps or a smaller beta_end"
+        )
     return beta_start * scale, beta_end * scale
 
 
@@ -197,7 +202,8 @@ def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float =
 
 
 def quadratic_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
-    """Betas whose square roots rise linearly: slow at first, fast at the end (diffusers' ``scaled_linear``)."""
+    """Betas whose square roots rise linearly: slow at first, fast at the end
+    (diffusers' ``scaled_linear``)."""
     start, end = _scaled_endpoints(num_timesteps, beta_start, beta_end)
     return torch.linspace(math.sqrt(start), math.sqrt(end), num_timesteps, dtype=torch.float64) ** 2
 
@@ -212,7 +218,8 @@ def sigmoid_betas(
 
 
 def cosine_alpha_bar(tau: torch.Tensor, s: float = 0.008) -> torch.Tensor:
-    """Nichol & Dhariwal (2021, eq. 17) without normalisation: f(tau) = cos^2((tau + s) / (1 + s) * pi / 2)."""
+    """Nichol & Dhariwal (2021, eq. 17) without normalisation:
+    f(tau) = cos^2((tau + s) / (1 + s) * pi / 2)."""
     return torch.cos((tau + s) / (1.0 + s) * math.pi / 2.0) ** 2
 
 
@@ -248,7 +255,10 @@ def _evaluate_alpha_bar(fn: AlphaBarFn, tau: torch.Tensor) -> torch.Tensor:
         if values.shape != tau.shape:
             raise TypeError("shape mismatch")
     except (TypeError, ValueError, RuntimeError):
-        values = torch.tensor([float(fn(float(x))) for x in tau], dtype=torch.float64)
+        try:
+            values = torch.tensor([float(fn(float(x))) for x in tau], dtype=torch.float64)
+        except (TypeError, ValueError, ArithmeticError) as error:
+            raise ScheduleError(f"the alpha_bar function failed on tau in [0, 1]: {error}") from None
     return values
 
 
@@ -277,12 +287,16 @@ def _load_callable(path: str) -> AlphaBarFn:
     module_name, _, attribute = path.partition(":")
     if not module_name or not attribute:
         raise ScheduleError(f"a schedule path must look like 'package.module:function', got {path!r}")
-    if os.getcwd() not in sys.path:
+    added = os.getcwd() not in sys.path
+    if added:  # let "my_schedules:fn" find my_schedules.py in the current directory, as a user expects
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ScheduleError(f"cannot import module {module_name!r} for schedule {path!r}: {error}") from None
+    finally:
+        if added:
+            sys.path.remove(os.getcwd())
     fn = getattr(module, attribute, None)
     if not callable(fn):
         raise ScheduleError(f"{path!r}: module {module_name!r} has no function {attribute!r}")
@@ -324,6 +338,8 @@ def make_schedule(spec: ScheduleSpec, num_timesteps: int = 1000, **options: floa
         _check_timesteps(num_timesteps)
         name = getattr(spec, "__name__", "custom")
         return NoiseSchedule(betas_from_alpha_bar(spec, num_timesteps, **options), name=name)
+    if isinstance(spec, (int, float)) or (torch.is_tensor(spec) and spec.ndim == 0):
+        raise ScheduleError(f"a schedule is a name, a function or an array of betas, not the number {spec!r}")
     return NoiseSchedule(spec, name="custom")
 
 
@@ -355,7 +371,7 @@ def respaced_timesteps(num_train_timesteps: int, num_steps: int, spacing: Spacin
         raise ScheduleError(f"num_steps must be between 1 and {num_train_timesteps}, got {num_steps}")
     T, K = num_train_timesteps, num_steps
     if spacing == "trailing":
-        steps = np.round(np.arange(T, 0, -T / K)).astype(np.int64) - 1
+        steps = np.round(T - np.arange(K) * T / K).astype(np.int64) - 1
     elif spacing == "linspace":
         steps = np.round(np.linspace(0, T - 1, K)).astype(np.int64)
     else:
@@ -380,6 +396,8 @@ def respace(
         num_steps: K (the steps are chosen by ``spacing``, see :func:`respaced_timesteps`),
             or an explicit increasing list of indices into ``schedule``.
     """
+    if spacing not in SPACINGS:
+        raise ScheduleError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
     if isinstance(num_steps, int):
         if num_steps == schedule.num_timesteps:
             return schedule

@@ -91,9 +91,13 @@ def _noised_exact(run: Run, n: int, seed: int) -> list[tuple[int, torch.Tensor]]
 def _plots_1d(run: Run, samples: torch.Tensor, plot_dir: Path) -> None:
     dataset = run.info.dataset
     reference = dataset.sample(len(samples), torch.Generator().manual_seed(7))
-    plots.plot_density_1d(samples, _density(dataset), plot_dir / "density.png",
-                          title=f"{run.config.name}: {len(samples)} samples against the true density",
-                          reference=reference)
+    plots.plot_density_1d(
+        samples,
+        _density(dataset),
+        plot_dir / "density.png",
+        title=f"{run.config.name}: {len(samples)} samples against the true density",
+        reference=reference,
+    )
     mixture = _mixture(dataset)
     panels = []
     for t, x_t in _noised_exact(run, 20000, seed=3):
@@ -105,7 +109,9 @@ def _plots_1d(run: Run, samples: torch.Tensor, plot_dir: Path) -> None:
     plots.plot_forward_marginals_1d(panels, plot_dir / "forward.png")
     sampler = make_run_sampler(run)
     model, cond = _model_and_condition(run, 300)
-    timesteps, states = sampler.trajectory(model, (300, 1), cond, torch.Generator().manual_seed(1), device=run.device)
+    timesteps, states = sampler.trajectory(
+        model, (300, 1), cond, torch.Generator().manual_seed(1), device=run.device
+    )
     plots.plot_trajectories_1d(timesteps, states.cpu(), plot_dir / "trajectories.png", _density(dataset))
 
 
@@ -125,15 +131,18 @@ def _model_and_condition(run: Run, n: int):
 def _plots_2d(run: Run, samples: torch.Tensor, plot_dir: Path) -> None:
     dataset = run.info.dataset
     reference = dataset.sample(len(samples), torch.Generator().manual_seed(7))
-    plots.plot_samples_2d(samples, reference, plot_dir / "samples.png", title=f"{run.config.name}: model samples")
+    plots.plot_samples_2d(
+        samples, reference, plot_dir / "samples.png", title=f"{run.config.name}: model samples"
+    )
     forward = [(f"t = {t}", x) for t, x in _noised_exact(run, 3000, seed=3)]
     limit = 4.0 * max(1.0, float(reference.abs().quantile(0.99)))
     plots.plot_snapshots_2d(forward, plot_dir / "forward.png", "forward process q(x_t)", limit=limit)
     sampler = make_run_sampler(run)
     model, cond = _model_and_condition(run, 2000)
     every = max(1, sampler.num_steps // 40)
-    timesteps, states = sampler.trajectory(model, (2000, 2), cond, torch.Generator().manual_seed(1),
-                                           device=run.device, every=every)
+    timesteps, states = sampler.trajectory(
+        model, (2000, 2), cond, torch.Generator().manual_seed(1), device=run.device, every=every
+    )
     states = states.cpu()
     picks = sorted({round(i * (len(states) - 1) / 5) for i in range(6)})
     reverse = [(f"t = {timesteps[i]}" if timesteps[i] >= 0 else "x_0", states[i]) for i in picks]

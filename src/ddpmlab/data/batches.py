@@ -30,7 +30,9 @@ class SampledBatches:
     ``epoch`` is always 0 and ``batches_per_epoch`` None: the data never repeats.
     """
 
-    def __init__(self, sample: Callable[..., tuple[torch.Tensor, torch.Tensor]], batch_size: int, seed: int) -> None:
+    def __init__(
+        self, sample: Callable[..., tuple[torch.Tensor, torch.Tensor]], batch_size: int, seed: int
+    ) -> None:
         self.sample = sample
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
@@ -93,7 +95,8 @@ class LoaderBatches:
         share = len(dataset) // world_size
         if share < batch_size:
             raise ValueError(
-                f"the dataset has {len(dataset)} items ({share} per process), fewer than one batch of {batch_size}"
+                f"the dataset has {len(dataset)} items ({share} per process), "
+                f"fewer than one batch of {batch_size}"
             )
         self.dataset = dataset
         self.batch_size = batch_size

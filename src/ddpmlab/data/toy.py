@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ddpmlab.diffusion import PREDICTION_TYPES
 from ddpmlab.schedules import NoiseSchedule
 
 __all__ = [
@@ -68,9 +69,6 @@ __all__ = [
     "make_toy_dataset",
     "toy_dataset_names",
 ]
-
-PREDICTIONS = ("eps", "x0", "v")
-
 
 def _check_count(n: int) -> int:
     try:
@@ -277,8 +275,9 @@ class OptimalDenoiser(torch.nn.Module):
         super().__init__()
         if schedule.is_respaced:
             raise ValueError("OptimalDenoiser needs the training schedule, not a respaced one")
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+        if prediction not in PREDICTION_TYPES:
+            allowed = ", ".join(PREDICTION_TYPES)
+            raise ValueError(f"unknown prediction {prediction!r}; choose one of {allowed}")
         self.mixture = mixture
         self.schedule = schedule
         self.prediction = prediction

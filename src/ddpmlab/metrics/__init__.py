@@ -11,10 +11,12 @@ from ddpmlab.metrics.toy import (
     sliced_wasserstein,
     toy_metrics,
     wasserstein_1d,
+    wasserstein_1d_to_cdf,
 )
 
 __all__ = [
     "wasserstein_1d",
+    "wasserstein_1d_to_cdf",
     "ks_statistic",
     "sliced_wasserstein",
     "energy_distance",

@@ -67,6 +67,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     version = state.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint format {version!r}; this ddpmlab reads up to {FORMAT_VERSION}: upgrade ddpmlab"
+            f"{path} has checkpoint format {version!r}; this ddpmlab reads up to {FORMAT_VERSION}: "
+            "upgrade ddpmlab"
         )
     return state

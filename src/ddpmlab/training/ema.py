@@ -29,6 +29,18 @@ class EMA:
         self.warmup = warmup
         self.num_updates = 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._ema_tensors: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._source: torch.nn.Module | None = None
+        self._buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def _pairs(self, model: torch.nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(EMA parameters, model parameters), listed once per source model: walking the module tree
+        at every step costs more than the update itself for small models."""
+        if self._source is not model or self._ema_tensors is None:
+            self._ema_tensors = (list(self.model.parameters()), [p.detach() for p in model.parameters()])
+            self._buffers = list(zip(self.model.buffers(), model.buffers()))
+            self._source = model
+        return self._ema_tensors
 
     def current_decay(self) -> float:
         if not self.warmup:
@@ -38,10 +50,9 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         decay = self.current_decay()
-        ema_params = list(self.model.parameters())
-        params = [p.detach() for p in model.parameters()]
+        ema_params, params = self._pairs(model)
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-        for ema_buffer, buffer in zip(self.model.buffers(), model.buffers()):
+        for ema_buffer, buffer in self._buffers:
             if ema_buffer.dtype.is_floating_point:
                 ema_buffer.lerp_(buffer, 1.0 - decay)
             else:

@@ -49,7 +49,9 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(f"unknown device {name!r}") from None
 
 
-def lr_multiplier(step: int, warmup_steps: int, total_steps: int | None, min_ratio: float, schedule: str) -> float:
+def lr_multiplier(
+    step: int, warmup_steps: int, total_steps: int | None, min_ratio: float, schedule: str
+) -> float:
     """The LR factor after ``step`` optimizer steps: linear warmup over ``warmup_steps``, then cosine
     decay to ``min_ratio`` at ``total_steps`` (constant when the schedule is constant or the total is
     unknown, e.g. training by wall-clock time only)."""
@@ -125,6 +127,7 @@ class Trainer:
         self.state = TrainState()
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.ema = EMA(self.model, config.ema_decay, config.ema_warmup)
+        self._parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self._make_optimizer()
         self.total_steps = self._planned_steps()
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -152,8 +155,11 @@ class Trainer:
             {"params": decay, "weight_decay": self.config.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        fused = self.device.type == "cuda"
-        return torch.optim.AdamW(groups, lr=self.config.lr, fused=fused)
+        # One fused kernel on CUDA; on the CPU the multi-tensor (foreach) path, which for the small
+        # models trained there is several times faster than a Python loop over parameters.
+        if self.device.type == "cuda":
+            return torch.optim.AdamW(groups, lr=self.config.lr, fused=True)
+        return torch.optim.AdamW(groups, lr=self.config.lr, foreach=True)
 
     def _planned_steps(self) -> int | None:
         candidates = []
@@ -199,7 +205,7 @@ class Trainer:
     def _optimizer_step(self) -> float:
         self.scaler.unscale_(self.optimizer)
         max_norm = self.config.grad_clip if self.config.grad_clip is not None else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters, max_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -214,7 +220,10 @@ class Trainer:
         if c.epochs is not None and getattr(self.batches, "batches_per_epoch", None):
             if self.batches.epoch >= c.epochs:
                 return True
-        if c.minutes is not None and self.state.elapsed_seconds + (time.perf_counter() - started) >= c.minutes * 60:
+        if (
+            c.minutes is not None
+            and self.state.elapsed_seconds + (time.perf_counter() - started) >= c.minutes * 60
+        ):
             return True
         return False
 
@@ -260,7 +269,13 @@ class Trainer:
                 progress.close()
         self.state.elapsed_seconds = elapsed_before + time.perf_counter() - started
         if loss_mean.count:
-            self._log({"loss": loss_mean.pop(), "grad_norm": norm_mean.pop(), "lr": self.lr_scheduler.get_last_lr()[0]})
+            self._log(
+                {
+                    "loss": loss_mean.pop(),
+                    "grad_norm": norm_mean.pop(),
+                    "lr": self.lr_scheduler.get_last_lr()[0],
+                }
+            )
         self.save()
         for hook in self.hooks:
             hook(self)
@@ -281,7 +296,9 @@ class Trainer:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.total_steps, initial=self.state.step, desc="train", unit="step", dynamic_ncols=True)
+        return tqdm(
+            total=self.total_steps, initial=self.state.step, desc="train", unit="step", dynamic_ncols=True
+        )
 
     # ---------------------------------------------------------------------------------------------
     # Logging.
@@ -303,8 +320,13 @@ class Trainer:
                 import wandb
             except ImportError:
                 raise RuntimeError("train.wandb=true needs the wandb package: pip install wandb") from None
-            wandb.init(project=self.config.wandb_project, name=self.run_config.get("name"), config=self.run_config,
-                       dir=str(self.run_dir), resume="allow")
+            wandb.init(
+                project=self.config.wandb_project,
+                name=self.run_config.get("name"),
+                config=self.run_config,
+                dir=str(self.run_dir),
+                resume="allow",
+            )
             self._writers.append(wandb)
 
     def _close_writers(self) -> None:
