@@ -165,13 +165,13 @@ def test_dry_run_prints_config_and_parameter_count(tmp_path, capsys):
 
 def test_demo_runs_and_replaces_only_its_own_directory(tmp_path, capsys):
     run = tmp_path / "demo"
-    assert main(["demo", "--run", str(run), *TINY]) == 0
+    assert main(["demo", "--config", "mog1d", "--run", str(run), *TINY]) == 0
     assert (run / "plots" / "density.png").exists()
-    assert main(["demo", "--run", str(run), *TINY]) == 0  # an earlier demo is replaced
+    assert main(["demo", "--config", "mog1d", "--run", str(run), *TINY]) == 0  # an earlier demo is replaced
     other = tmp_path / "mine"
     other.mkdir()
     (other / "precious.txt").write_text("keep me")
-    assert main(["demo", "--run", str(other), *TINY]) == 2
+    assert main(["demo", "--config", "mog1d", "--run", str(other), *TINY]) == 2
     assert (other / "precious.txt").read_text() == "keep me"
 
 

@@ -160,6 +160,10 @@ def train_run(
         )
     torch.manual_seed(config.train.seed)
     batches, info = build_data(config)
+    hooks = list(hooks or [])
+    if info.kind == "image" and config.train.sample_every:
+        grid_steps = min(config.sample.steps or 50, 50)  # DDIM: quick enough to run during training
+        hooks.append(lambda trainer: write_training_grid(trainer, run_dir, info, config, steps=grid_steps))
     model = build_model_for(config, info)
     diffusion = build_diffusion(config)
     (run_dir / CONFIG_FILE).write_text(config.to_yaml())
@@ -237,6 +241,8 @@ def make_run_sampler(
     name = sampler or s.sampler
     steps = steps if steps is not None else s.steps
     clip = clip_x0 if clip_x0 is not None else s.clip_x0
+    if clip is None and run.info.kind == "image":
+        clip = 1.0  # images live in [-1, 1]: clipping x0 there is what every image DDPM does
     options: dict[str, Any] = {"clip_x0": clip, "spacing": s.spacing}
     if name == "ddim":
         options["eta"] = eta if eta is not None else s.eta
@@ -312,6 +318,65 @@ def sample_run(
         outputs.append(x.float().cpu())
     samples = torch.cat(outputs)[:num]
     return samples, labels
+
+
+def class_grid_labels(num_classes: int, per_class: int) -> torch.Tensor:
+    """[0]*per_class + [1]*per_class + ...: with ``num_classes`` rows, each grid row is one class."""
+    return torch.arange(num_classes).repeat_interleave(per_class)
+
+
+def sample_images(
+    run: Run,
+    num: int,
+    sampler: Sampler,
+    guidance: float | None = None,
+    labels: Any = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: bool = False,
+):
+    """Like :func:`sample_run` for image runs, returning uint8 images [num, H, W, C] and labels."""
+    from ddpmlab.data.images import to_uint8
+
+    if run.info.kind != "image":
+        raise RunError(f"{run.run_dir} is a {run.info.kind} run, not an image run")
+    samples, used = sample_run(run, num, sampler, guidance, labels, seed, batch_size, progress)
+    return to_uint8(samples), used
+
+
+def write_training_grid(
+    trainer: Trainer, run_dir: Path, info: DataInfo, config: Config, per_class: int = 8, steps: int = 50
+) -> Path:
+    """A grid of EMA samples (DDIM, ``steps`` steps; one row per class when conditional), written to
+    ``run_dir/samples/step_XXXXXXX.png`` and sent to TensorBoard."""
+    from ddpmlab.data.images import to_uint8
+    from ddpmlab.export import grid_image, save_grid
+    from ddpmlab.sampling import DDIMSampler
+
+    model: Any = trainer.ema.model
+    diffusion = trainer.diffusion
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device=trainer.device).manual_seed(config.sample.seed)
+    if config.data.conditional and info.num_classes:
+        classes = min(info.num_classes, 10)
+        labels = class_grid_labels(classes, per_class).to(trainer.device)
+        rows = classes
+        if config.sample.guidance != 1.0:
+            model = ClassifierFreeGuidance(
+                model, config.sample.guidance, model.condition_encoder.null_condition
+            )
+    else:
+        labels, rows = None, per_class
+    count = rows * per_class
+    sampler = DDIMSampler(diffusion, min(steps, diffusion.num_timesteps), clip_x0=1.0)
+    images = sampler.sample(model, (count, *info.shape), labels, generator, device=trainer.device)
+    model.train(was_training)
+    pixels = to_uint8(images.float().cpu())
+    path = save_grid(pixels, run_dir / "samples" / f"step_{trainer.state.step:07d}.png", rows=rows)
+    grid = torch.from_numpy(grid_image(pixels, rows)).permute(2, 0, 1).float() / 255.0  # [C, H, W] in [0, 1]
+    trainer.log_image("samples", grid)
+    return path
 
 
 def _condition_batch(run: Run, num: int, labels: Any) -> Any:

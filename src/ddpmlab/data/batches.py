@@ -110,6 +110,11 @@ class LoaderBatches:
     def _loader(self) -> DataLoader:
         self.sampler.epoch = self.epoch
         self.sampler.start = self.batch_in_epoch * self.batch_size
+        if hasattr(self.dataset, "flip_epoch"):  # random flips fixed by (seed, epoch, index)
+            self.dataset.flip_seed, self.dataset.flip_epoch = self.sampler.seed, self.epoch
+        # An own generator: DataLoader otherwise draws its worker base seed from the global RNG,
+        # which would shift the training noise of a resumed run.
+        generator = torch.Generator().manual_seed(self.sampler.seed * 1_000_003 + self.epoch)
         return DataLoader(
             self.dataset,
             batch_size=self.batch_size,
@@ -119,6 +124,7 @@ class LoaderBatches:
             collate_fn=self.collate_fn,
             persistent_workers=False,
             pin_memory=torch.cuda.is_available(),
+            generator=generator,
         )
 
     def __iter__(self) -> Iterator[Batch]:

@@ -84,14 +84,57 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv_1(F.silu(self.norm_1(x)))
-        emb = self.emb_projection(emb)[:, :, None, None]
+        emb = self.emb_projection(emb)
         if self.scale_shift:
             scale, shift = emb.chunk(2, dim=1)
-            h = self.norm_2(h) * (1 + scale) + shift
+            h = _film_group_norm(h, self.norm_2, scale, shift)
         else:
-            h = self.norm_2(h + emb)
-        h = self.conv_2(self.dropout(F.silu(h)))
-        return self.skip(x) + h
+            h = self.norm_2(h + emb[:, :, None, None])
+        h = self.conv_2(_dropout(F.silu(h), self.dropout.p, self.dropout.training))
+        skip = x if isinstance(self.skip, nn.Identity) else _pointwise_conv(x, self.skip)
+        return h.add_(skip)  # in place: the convolution's backward does not need its output
+
+
+def _pointwise_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(x)`` for a 1x1 convolution, as one batched matrix product [C_out, C_in] @ [C_in, H*W].
+
+    The same numbers as the convolution; on the CPU its backward pass is 2-3x faster than oneDNN's 1x1
+    convolution (measured at the MNIST UNet's shapes).
+    """
+    batch, _, height, width = x.shape
+    weight = conv.weight.flatten(1).expand(batch, -1, -1)
+    if conv.bias is None:
+        out = torch.bmm(weight, x.flatten(2))
+    else:
+        out = torch.baddbmm(conv.bias[:, None], weight, x.flatten(2))
+    return out.view(batch, -1, height, width)
+
+
+def _film_group_norm(
+    h: torch.Tensor, norm: nn.GroupNorm, scale: torch.Tensor, shift: torch.Tensor
+) -> torch.Tensor:
+    """``norm(h) * (1 + scale) + shift`` for scale, shift [B, C], in two passes over h instead of three.
+
+    The norm's affine weight and bias are folded into per-sample coefficients:
+    (n * weight + bias) * (1 + scale) + shift = n * (weight * (1 + scale)) + (bias * (1 + scale) + shift).
+    """
+    normalized = F.group_norm(h, norm.num_groups, None, None, norm.eps)
+    gain = 1 + scale
+    return torch.addcmul(
+        (norm.bias * gain + shift)[:, :, None, None], normalized, (norm.weight * gain)[:, :, None, None]
+    )
+
+
+def _dropout(h: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout, as ``F.dropout(h, p, training)``: each entry is kept with probability 1 - p and
+    scaled by 1 / (1 - p). The mask comes from uniform draws (``rand_like(h) >= p``), which torch makes
+    about twice as fast on the CPU as the Bernoulli draws of ``F.dropout``."""
+    if not training or p == 0.0:
+        return h
+    if p == 1.0:
+        return h * 0.0
+    mask = torch.rand_like(h).ge_(p).mul_(1.0 / (1.0 - p))
+    return h * mask
 
 
 class AttentionBlock(nn.Module):
@@ -110,15 +153,18 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
-        head_dim = channels // self.num_heads
-        qkv = self.qkv(self.norm(x)).reshape(batch, 3, self.num_heads, head_dim, height * width)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each [B, heads, HW, head_dim]
-        out = F.scaled_dot_product_attention(q, k, v)
-        # [B, heads, HW, head_dim] -> [B, HW, C] -> a channels-last view of [B, C, H, W]; the output
-        # layout follows the input's, so channels-last models stay channels-last.
-        out = out.transpose(1, 2).reshape(batch, height, width, channels).permute(0, 3, 1, 2)
-        out = out.contiguous(memory_format=_memory_format(x))
-        return x + self.projection(out)
+        heads, positions = self.num_heads, height * width
+        # The 1x1 convolutions run as linear layers on [B, HW, C] (their weights are [out, in, 1, 1]), so
+        # that q, k and v come out as [B, heads, HW, head_dim] views with unit stride in the last
+        # dimension, the layout the fused CPU/GPU kernels of scaled_dot_product_attention take.
+        h = self.norm(x).flatten(2).transpose(1, 2)
+        qkv = F.linear(h, self.qkv.weight.flatten(1), self.qkv.bias)  # [B, HW, 3C]
+        q, k, v = qkv.view(batch, positions, 3, heads, channels // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, positions, channels)
+        out = F.linear(out, self.projection.weight.flatten(1), self.projection.bias)  # [B, HW, C]
+        # [B, HW, C] is a channels-last view of [B, C, H, W]; the sum takes x's layout.
+        out = out.transpose(1, 2).view(batch, channels, height, width)
+        return x + out.contiguous(memory_format=_memory_format(x))
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -138,14 +184,37 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour x2 upsampling then a 3x3 conv: [B, C, H, W] -> [B, C, 2H, 2W]."""
+    """Nearest-neighbour x2 upsampling then a 3x3 conv: [B, C, H, W] -> [B, C, 2H, 2W].
+
+    Computed without materialising the upsampled image: output pixel (2i + a, 2j + b) only sees input
+    rows i - 1 + a .. i + a and columns j - 1 + b .. j + b, so the 3x3 kernel's taps that land on the
+    same input pixel are summed into one 2x2 kernel per output phase (a, b). Four 2x2 convolutions at
+    the input resolution do the work of one 3x3 convolution at twice the resolution: 16 instead of 36
+    multiply-adds per input pixel and channel pair, the same result up to float rounding.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        batch, _, height, width = x.shape
+        padded = F.pad(x, (1, 1, 1, 1))
+        phases = [
+            F.conv2d(padded[:, :, a : a + height + 1, b : b + width + 1], kernel, self.conv.bias)
+            for a, row_kernel in enumerate(_phase_taps(self.conv.weight, dim=2))
+            for b, kernel in enumerate(_phase_taps(row_kernel, dim=3))
+        ]
+        out = torch.stack(phases, dim=2).view(batch, -1, 2, 2, height, width)  # [B, C, a, b, H, W]
+        out = out.permute(0, 1, 4, 2, 5, 3).reshape(batch, -1, 2 * height, 2 * width)
+        return out.contiguous(memory_format=_memory_format(x))
+
+
+def _phase_taps(weight: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 3 taps of ``weight`` along ``dim`` merged into 2 for each output phase of a x2 upsampling:
+    phase 0 sees input offsets (-1, 0) with taps {0}, {1, 2}; phase 1 sees (0, +1) with taps {0, 1}, {2}."""
+    t0, t1, t2 = weight.unbind(dim)
+    return torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)
 
 
 class UNetStage(nn.Module):
