@@ -19,8 +19,13 @@ epoch's weights.
 Model: conv(32)x2 -> maxpool -> conv(64)x2 -> maxpool x2 (3x3) -> 128 -> 10 (about 140k
 parameters), every conv followed by BatchNorm and
 ReLU, dropout before each linear layer. Training: AdamW with a one-cycle learning rate, label smoothing
-0.05, and light augmentation (random affine: rotation +-12 degrees, shift +-2 px, scale 0.9..1.1,
-applied on the fly with a seeded generator).
+0.05, and light augmentation applied on the fly with a seeded generator: random affine (rotation +-12
+degrees, shift +-2 px, scale 0.9..1.1) and, on half of each batch, photometric changes (a grey
+background offset up to 0.3, contrast 0.6..1, pixel noise of std up to 0.2, in 0..1 units). Without
+the photometric part, a judge trained on MNIST's perfectly black backgrounds calls almost any digit on
+a slightly grey or speckled background an "8" (measured on generated digits a human reads at once), so
+it would judge the background rather than the digit. Its robustness is reported as the held-out
+accuracy on degraded real digits (the same photometric changes, fixed seed).
 
 API (images are uint8 0..255, white digits on black, like MNIST and ``ddpmlab sample --out x.npz``):
 
@@ -130,7 +135,29 @@ def _to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (x - MEAN) / STD
 
 
+def _degrade(x: torch.Tensor, generator: torch.Generator, fraction: float = 0.5) -> torch.Tensor:
+    """Photometric changes of a normalised batch, on ``fraction`` of the images: in 0..1 pixel units,
+    p -> clamp(offset + contrast * p + sigma * noise, 0, 1) with offset ~ U(0, 0.3), contrast ~ U(0.6, 1),
+    sigma ~ U(0, 0.2) per image."""
+    n = x.shape[0]
+    pixels = x * STD + MEAN
+    offset = 0.3 * torch.rand(n, 1, 1, 1, generator=generator)
+    contrast = 0.6 + 0.4 * torch.rand(n, 1, 1, 1, generator=generator)
+    sigma = 0.2 * torch.rand(n, 1, 1, 1, generator=generator)
+    noise = torch.randn(pixels.shape, generator=generator)
+    changed = (offset + contrast * pixels + sigma * noise).clamp(0.0, 1.0)
+    chosen = (torch.rand(n, 1, 1, 1, generator=generator) < fraction).float()
+    pixels = chosen * changed + (1 - chosen) * pixels
+    return (pixels - MEAN) / STD
+
+
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random affine (rotation +-12 deg, shift +-2 px, scale 0.9..1.1) of a normalised batch, then
+    :func:`_degrade` on half of it."""
+    return _degrade(_affine(x, generator), generator)
+
+
+def _affine(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random affine (rotation +-12 deg, shift +-2 px, scale 0.9..1.1) of a normalised batch."""
     n = x.shape[0]
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(12)
@@ -151,11 +178,14 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def predict(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 500) -> np.ndarray:
     """Predicted class [N] (int64 numpy) of uint8 images, in eval mode."""
+    return _predict_normalised(model, _to_input(images), batch_size)
+
+
+@torch.no_grad()
+def _predict_normalised(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
     model.eval()
-    x = _to_input(images)
     out = [model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
 
@@ -197,7 +227,10 @@ def train_judge(epochs: int = EPOCHS, seed: int = TRAIN_SEED, log=print) -> tupl
     train_cpu_seconds = time.process_time() - cpu_started
     predicted = predict(model, x_held)
     train_acc = float((predict(model, x_train) == y_train).mean())
+    degraded = _degrade(_to_input(x_held), torch.Generator().manual_seed(1234), fraction=1.0)
+    degraded_predicted = _predict_normalised(model, degraded)
     info = {
+        "held_out_degraded_accuracy": float((degraded_predicted == y_held).mean()),
         "held_out_accuracy": float((predicted == y_held).mean()),
         "held_out_errors": int((predicted != y_held).sum()),
         "held_out_per_class": [float((predicted[y_held == c] == c).mean()) for c in range(10)],
@@ -290,6 +323,8 @@ A small CNN that classifies generated MNIST digits (`benchmarks/mnist_judge.py`)
 | | |
 |---|---|
 | held-out accuracy | **{info["held_out_accuracy"]:.2%}** ({info["held_out_errors"]} errors / 1,000) |
+| held-out accuracy, degraded digits (grey background, contrast, noise; seed 1234) | \
+{info["held_out_degraded_accuracy"]:.2%} |
 | training accuracy (no augmentation, eval mode) | {info["train_accuracy"]:.2%} |
 | training time | {info["train_seconds"]:.0f} s wall clock, CPU, {threads} threads, shared machine \
 ({info["train_cpu_seconds"]:.0f} s of CPU time used by this process) |

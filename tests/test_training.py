@@ -145,7 +145,8 @@ def test_grad_accumulation_matches_a_bigger_batch(tmp_path):
         offsets = iter(range(0, 32, batch_size))
         original = diffusion.training_loss
 
-        def loss(model, x0, cond=None, generator=None):
+        def loss(model, x0, cond=None, generator=None, t=None, noise=None):
+            assert t is None and noise is None  # one process: the loss draws them itself
             start = next(offsets)
             sl = slice(start, start + len(x0))
             return original(model, x0, cond, t=fixed_t[sl], noise=fixed_noise[sl])
@@ -155,6 +156,26 @@ def test_grad_accumulation_matches_a_bigger_batch(tmp_path):
         return _flat(trainer.model)
 
     torch.testing.assert_close(run(16, 2), run(32, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_wall_clock_limit_counts_each_second_once(tmp_path, monkeypatch):
+    """train.minutes stops after that much training time (earlier sessions included), not half of it."""
+    clock = [0.0]
+
+    def fake_perf_counter():
+        clock[0] += 1.0  # every reading of the clock is one second later
+        return clock[0]
+
+    trainer = _trainer(tmp_path, steps=None)
+    trainer.config.minutes = 1.0
+    readings_per_step = []
+    monkeypatch.setattr("ddpmlab.training.trainer.time.perf_counter", fake_perf_counter)
+    before = clock[0]
+    state = trainer.fit()
+    readings_per_step.append((clock[0] - before) / state.step)
+    assert 60.0 <= state.elapsed_seconds < 60.0 + 2 * readings_per_step[0] + 2
+    assert state.elapsed_seconds <= clock[0] - before  # never more than the time that passed
+    assert state.step >= 60.0 / readings_per_step[0] - 2
 
 
 def test_lr_schedule_warmup_then_cosine():

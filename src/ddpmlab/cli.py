@@ -13,6 +13,9 @@ from pathlib import Path
 __all__ = ["main"]
 
 EXIT_USAGE = 2
+# What torchrun may launch with several processes (see ddpmlab.distributed); the rest runs in one.
+DISTRIBUTED_COMMANDS = ("train", "sample", "export")
+TEXT_PER_ROW = 8  # `sample --text a,b` without --num: one grid row of this many samples per string
 
 
 class UsageError(Exception):
@@ -74,6 +77,72 @@ def _cmd_schedules(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# ddpmlab forward
+# --------------------------------------------------------------------------------------------------
+
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
+def _add_forward(subparsers) -> None:
+    p = subparsers.add_parser(
+        "forward",
+        help="picture the forward (noising) process on real images under several schedules",
+        description="Noise the same few images with q(x_t | x_0) at evenly spaced t from 0 to T-1, one "
+        "block of rows per schedule, all schedules with the same noise (so the blocks differ only by the "
+        "schedule); columns are labelled with t and alpha_bar_t.",
+    )
+    p.add_argument("--data", default="mnist5k", help="an image dataset name (default mnist5k)")
+    p.add_argument("--root", help="dataset folder (torchvision datasets) or the image folder (folder)")
+    p.add_argument("--image-size", type=int, help="resize and centre-crop the images to this size")
+    p.add_argument(
+        "--schedules",
+        default="linear,cosine,quadratic,sigmoid",
+        help="comma-separated names or package.module:function (alpha_bar(tau) on [0, 1])",
+    )
+    p.add_argument("--timesteps", type=int, default=1000, help="T (default 1000)")
+    p.add_argument("--steps", type=int, default=10, help="number of t values, evenly spaced (default 10)")
+    p.add_argument("--num", type=int, default=4, help="number of images (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="chooses the images and the noise (default 0)")
+    p.add_argument("--out", default="forward.png", help="the picture to write (default forward.png)")
+    p.set_defaults(handler=_cmd_forward)
+
+
+def _cmd_forward(args) -> int:
+    import torch
+
+    from ddpmlab.data.images import build_image_dataset
+    from ddpmlab.plots import forward_strips, forward_timesteps, plot_forward_images
+    from ddpmlab.schedules import make_schedule
+
+    names = [name.strip() for name in args.schedules.split(",") if name.strip()]
+    if not names:
+        raise UsageError("--schedules is empty")
+    if Path(args.out).suffix.lower() not in FIGURE_SUFFIXES:
+        raise UsageError(f"--out must end in one of {', '.join(FIGURE_SUFFIXES)}, got {args.out}")
+    if args.num <= 0:
+        raise UsageError(f"--num must be positive, got {args.num}")
+    if args.timesteps <= 0:
+        raise UsageError(f"--timesteps must be positive, got {args.timesteps}")
+    if not 1 <= args.steps <= args.timesteps:
+        raise UsageError(f"--steps must be from 1 to --timesteps ({args.timesteps}), got {args.steps}")
+    schedules = [make_schedule(name, args.timesteps) for name in names]
+    dataset = build_image_dataset(args.data, args.image_size, args.root)
+    if args.num > len(dataset):
+        raise UsageError(f"--num {args.num} is more than the {len(dataset)} images of {args.data}")
+    generator = torch.Generator().manual_seed(args.seed)
+    indices = torch.randperm(len(dataset), generator=generator)[: args.num].tolist()
+    x0 = torch.stack([dataset[i][0] for i in indices])
+    noise = torch.randn(x0.shape, generator=generator)
+    t_values = forward_timesteps(args.timesteps, args.steps)
+    strips = forward_strips(x0, schedules, t_values, noise)
+    title = f"{args.data}: q(x_t | x_0), T = {args.timesteps}"
+    path = plot_forward_images(strips, schedules, t_values, args.out, title=title)
+    print(f"images {indices} of {args.data}, t = {t_values}")
+    print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
 # ddpmlab train
 # --------------------------------------------------------------------------------------------------
 
@@ -86,7 +155,8 @@ def _add_train(subparsers) -> None:
         "train.steps=3000 data.means=[-3,0,4] diffusion.schedule=cosine",
     )
     p.add_argument("--config", help="YAML config file (e.g. configs/mog1d.yaml)")
-    p.add_argument("--run", help="run directory (default runs/<config name>)")
+    # --run-dir: the spelling to use after torchrun, whose own parser takes --run for its --run-path.
+    p.add_argument("--run", "--run-dir", dest="run", help="run directory (default runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
     p.add_argument(
         "--dry-run", action="store_true", help="print the resolved config and model size, then exit"
@@ -109,9 +179,61 @@ def _cmd_train(args) -> int:
         print(f"# run directory: {run_dir}")
         print(f"# model: {type(model).__name__} with {count:,} parameters ({count / 1e6:.2f}M)")
         return 0
+    from ddpmlab import distributed
+
+    distributed.init(config.train.device)  # under torchrun: join the process group (DDP training)
     trainer = train_run(config, run_dir, resume=args.resume)
+    if distributed.is_main():
+        print(
+            f"trained {trainer.state.step} steps in {trainer.state.elapsed_seconds:.1f} s "
+            f"({distributed.world_size()} process(es)); run directory: {run_dir}"
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# ddpmlab train-classifier
+# --------------------------------------------------------------------------------------------------
+
+
+def _add_train_classifier(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-classifier",
+        help="train a noise-aware classifier for classifier guidance",
+        description="Train a noise-aware classifier p(y | x_t, t) on noised images (t uniform over the "
+        "config's diffusion timesteps) for `ddpmlab sample --classifier`; its diffusion section must match "
+        "the runs it will guide. Dotted overrides change any config key, e.g. train.steps=500",
+    )
+    p.add_argument("--config", required=True, help="YAML config file (e.g. configs/mnist5k_classifier.yaml)")
+    p.add_argument("--run", help="run directory (default runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the resolved config and model size, then exit"
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    p.set_defaults(handler=_cmd_train_classifier)
+
+
+def _cmd_train_classifier(args) -> int:
+    from ddpmlab.classifier_runs import build_classifier_for, train_classifier_run
+    from ddpmlab.config import load_config
+    from ddpmlab.runs import build_data
+
+    config = load_config(args.config, args.overrides)
+    run_dir = Path(args.run) if args.run else Path("runs") / config.name
+    if args.dry_run:
+        _, info = build_data(config)
+        model = build_classifier_for(config, info)
+        count = sum(p.numel() for p in model.parameters())
+        print(config.to_yaml().rstrip())
+        print(f"# run directory: {run_dir}")
+        print(f"# model: {type(model).__name__} with {count:,} parameters ({count / 1e6:.2f}M)")
+        return 0
+    trainer = train_classifier_run(config, run_dir, resume=args.resume)
+    accuracy = trainer.state.last_metrics.get("accuracy")
+    noised = f", accuracy on noised batches {accuracy:.3f}" if accuracy is not None else ""
     print(
-        f"trained {trainer.state.step} steps in {trainer.state.elapsed_seconds:.1f} s; "
+        f"trained {trainer.state.step} steps in {trainer.state.elapsed_seconds:.1f} s{noised}; "
         f"run directory: {run_dir}"
     )
     return 0
@@ -123,13 +245,33 @@ def _cmd_train(args) -> int:
 
 
 def _add_sampling_options(p, defaults_note: str = "default: the run's sample section") -> None:
-    p.add_argument("--run", required=True, help="run directory")
-    p.add_argument("--num", type=int, help=f"number of samples ({defaults_note})")
+    # --run-dir / --num-samples: the spellings to use after torchrun, whose own parser takes --run and
+    # --num for abbreviations of its --run-path and --numa-binding.
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run directory")
+    p.add_argument(
+        "--num", "--num-samples", dest="num", type=int, help=f"number of samples ({defaults_note})"
+    )
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help=defaults_note)
     p.add_argument("--steps", type=int, help="reverse steps (respaced); default: all T for ddpm, 50 for ddim")
     p.add_argument("--eta", type=float, help="DDIM eta (0 = deterministic)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale w (conditional runs)")
-    p.add_argument("--labels", help="conditional runs: 'all' (classes in turn) or class indices, e.g. 0,3,7")
+    p.add_argument(
+        "--labels",
+        help="conditional runs and --classifier: 'all' (classes in turn) or class indices, e.g. 0,3,7",
+    )
+    p.add_argument(
+        "--classifier",
+        help="classifier guidance: a run of `ddpmlab train-classifier` (same diffusion as --run; "
+        "needs --labels)",
+    )
+    p.add_argument(
+        "--classifier-scale", type=float, help="classifier guidance scale s (default 1; needs --classifier)"
+    )
+    p.add_argument(
+        "--text",
+        help="text-conditional runs (captchas): comma-separated strings, e.g. fngff,gnfcd, each in turn in "
+        f"blocks (one grid row each; default --num: {TEXT_PER_ROW} per string); default: random strings",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device", default="auto")
@@ -141,7 +283,8 @@ def _add_sample(subparsers) -> None:
         help="sample from a trained run",
         description="Sample from a trained run (its EMA weights). --out decides the output: x.npz (arrays "
         "'images' uint8 [N, H, W, C] or 'samples' for toy data, and 'labels'), grid.png / grid.jpg (one "
-        "picture; one row per class with --labels all), or a folder (one file per image).",
+        "picture; one row per class with --labels all, one row per string with --text), or a folder (one "
+        "file per image).",
     )
     _add_sampling_options(p)
     p.add_argument("--out", required=True, help="samples.npz, grid.png or a folder")
@@ -161,20 +304,69 @@ def _parse_labels(text: str | None, num_classes: int):
     return labels
 
 
+def _parse_texts(text: str | None, run) -> list[str] | None:
+    """``--text`` as a list of strings, checked against a text run's charset and length (None without it)."""
+    from ddpmlab.data.captcha import check_texts
+
+    if text is None:
+        return None
+    encoder = run.text_encoder
+    if encoder is None:
+        raise UsageError("--text: this run is not conditioned on text (class-conditional runs take --labels)")
+    texts = [part.strip() for part in text.split(",")]
+    if not any(texts):
+        raise UsageError("--text is empty; give comma-separated strings, e.g. --text fngff,gnfcd")
+    try:
+        return check_texts(texts, encoder.charset, encoder.length)
+    except ValueError as error:
+        raise UsageError(f"--text: {error}") from None
+
+
+def _text_rows(num: int, count: int) -> tuple[int, int]:
+    """(samples per string, grid rows) for ``num`` samples of ``count`` strings taken in blocks."""
+    per_text = -(-num // count)
+    return per_text, -(-num // per_text)
+
+
 def _draw(args, run, num: int):
     """Sample ``num`` items from ``run`` with the command-line options; returns (samples, labels)."""
-    from ddpmlab.runs import class_grid_labels, make_run_sampler, sample_run
+    from ddpmlab.runs import class_grid_labels, make_run_sampler, sample_run, text_grid_labels
 
-    if args.labels and not run.conditional:
+    texts = _parse_texts(args.text, run)
+    classifier = _open_classifier(args, run)  # None without --classifier
+    if args.labels and not run.conditional and classifier is None:
         raise UsageError("--labels: this run is unconditional")
-    labels = _parse_labels(args.labels, run.info.num_classes) if run.conditional else None
-    if run.conditional and labels is None and args.labels == "all" and num % run.info.num_classes == 0:
-        labels = class_grid_labels(run.info.num_classes, num // run.info.num_classes)
+    if args.labels and run.text_encoder is not None:
+        raise UsageError("--labels: this run is conditioned on text; give strings with --text")
+    classes = classifier.num_classes if classifier is not None else run.info.num_classes
+    labelled = run.conditional or classifier is not None
+    labels = _parse_labels(args.labels, classes) if labelled else None
+    if labelled and labels is None and args.labels == "all" and num % classes == 0:
+        labels = class_grid_labels(classes, num // classes)
+    if texts is not None:  # each string in turn, in blocks: one grid row per string
+        labels = text_grid_labels(texts, _text_rows(num, len(texts))[0])[:num]
     sampler = make_run_sampler(run, args.sampler, args.steps, args.eta)
+    classifier_scale = 1.0 if args.classifier_scale is None else args.classifier_scale
     samples, used = sample_run(
-        run, num, sampler, args.guidance, labels, args.seed, args.batch_size, progress=True
+        run, num, sampler, args.guidance, labels, args.seed, args.batch_size, progress=True, distribute=True,
+        classifier=classifier, classifier_scale=classifier_scale,
     )
-    return samples, used, sampler
+    return samples, used, sampler  # samples is None on ranks other than 0 under torchrun
+
+
+def _open_classifier(args, run):
+    """The ``--classifier`` run, checked against ``run`` before any sampling (None without one)."""
+    if args.classifier is None:
+        if args.classifier_scale is not None:
+            raise UsageError("--classifier-scale needs --classifier (a run of `ddpmlab train-classifier`)")
+        return None
+    if not args.labels:
+        raise UsageError("--classifier needs --labels: 'all' (classes in turn) or class indices, e.g. 0,3,7")
+    from ddpmlab.classifier_runs import check_classifier, open_classifier
+
+    classifier = open_classifier(args.classifier, run.device)
+    check_classifier(run, classifier)
+    return classifier
 
 
 def _cmd_sample(args) -> int:
@@ -182,8 +374,10 @@ def _cmd_sample(args) -> int:
     from ddpmlab.runs import open_run
 
     out = Path(args.out)
+    _join_process_group(args.device)
     run = open_run(args.run, args.device)
-    num = args.num or run.config.sample.num
+    texts = _parse_texts(args.text, run)
+    num = args.num or (TEXT_PER_ROW * len(texts) if texts else run.config.sample.num)
     if num <= 0:
         raise UsageError(f"--num must be positive, got {num}")
     suffix = out.suffix.lower()
@@ -192,6 +386,8 @@ def _cmd_sample(args) -> int:
     if run.info.kind == "image" and suffix not in ("", ".npz", ".png", ".jpg", ".jpeg"):
         raise UsageError(f"--out must be a .npz file, a .png/.jpg grid or a folder, got {out}")
     samples, labels, sampler = _draw(args, run, num)
+    if samples is None:  # torchrun: rank 0 writes
+        return 0
     if run.info.kind != "image":
         save_npz(out, samples=samples.numpy(), labels=labels)
     else:
@@ -201,7 +397,10 @@ def _cmd_sample(args) -> int:
         if suffix == ".npz":
             save_npz(out, images=images, labels=labels)
         elif suffix in (".png", ".jpg", ".jpeg"):
-            rows = run.info.num_classes if run.conditional and args.labels == "all" else None
+            labelled = run.conditional or args.classifier is not None
+            rows = run.info.num_classes if labelled and args.labels == "all" else None
+            if texts:
+                rows = _text_rows(num, len(texts))[1]
             save_grid(images, out, rows=rows, scale=2 if images.shape[1] <= 32 else 1)
         else:
             save_images(images, out, "png", labels)
@@ -227,6 +426,13 @@ def _add_export(subparsers) -> None:
     p.set_defaults(handler=_cmd_export)
 
 
+def _join_process_group(device: str) -> None:
+    """Under torchrun, sample with every process: each draws its share of the seed blocks."""
+    from ddpmlab import distributed
+
+    distributed.init(device)
+
+
 def _cmd_export(args) -> int:
     from ddpmlab.data.images import to_uint8
     from ddpmlab.export import save_zip
@@ -234,6 +440,7 @@ def _cmd_export(args) -> int:
 
     if not args.zip.lower().endswith(".zip"):
         raise UsageError(f"--zip must name a .zip file, got {args.zip}")
+    _join_process_group(args.device)
     run = open_run(args.run, args.device)
     if run.info.kind != "image":
         raise UsageError(f"{args.run} is a {run.info.kind} run; export writes images")
@@ -241,6 +448,8 @@ def _cmd_export(args) -> int:
     if num <= 0:
         raise UsageError(f"--num must be positive, got {num}")
     samples, labels, _ = _draw(args, run, num)
+    if samples is None:  # torchrun: rank 0 writes
+        return 0
     path = save_zip(to_uint8(samples), args.zip, args.format, labels)
     print(f"wrote {num} {args.format.upper()} images to {path}")
     return 0
@@ -314,7 +523,14 @@ def _demo_outputs(run_dir: Path) -> tuple[Path, Path]:
 
     run = open_run(run_dir)
     sampler = make_run_sampler(run, "ddim", 50)
-    if run.conditional:
+    if run.text_encoder is not None:  # captchas: one row per random string
+        from ddpmlab.data.captcha import random_texts
+        from ddpmlab.runs import text_grid_labels
+
+        encoder = run.text_encoder
+        texts = random_texts(10, encoder.charset, run.info.text_length or encoder.length, seed=0)
+        labels, rows = text_grid_labels(texts, 10), 10
+    elif run.conditional:
         classes = min(run.info.num_classes, 10)
         labels, rows = class_grid_labels(classes, 10), classes
     else:
@@ -333,7 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddpmlab", description="Denoising diffusion probabilistic models.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_schedules(subparsers)
+    _add_forward(subparsers)
     _add_train(subparsers)
+    _add_train_classifier(subparsers)
     _add_sample(subparsers)
     _add_export(subparsers)
     _add_demo(subparsers)
@@ -346,7 +564,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
+    from ddpmlab import distributed
+
     try:
+        launched = distributed.launch_env()
+        if launched is not None and launched.world_size > 1 and args.command not in DISTRIBUTED_COMMANDS:
+            raise UsageError(
+                f"{args.command} runs in one process; under torchrun use {', '.join(DISTRIBUTED_COMMANDS)}"
+            )
         return args.handler(args)
     except KeyboardInterrupt:
         print("ddpmlab: interrupted", file=sys.stderr)
@@ -355,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"ddpmlab: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        distributed.destroy()
 
 
 if __name__ == "__main__":

@@ -115,12 +115,20 @@ class DiffusionConfig:
 
 @dataclass
 class TrainConfig:
-    """The optimisation. Training stops at the first of ``steps``, ``epochs`` and ``minutes`` reached."""
+    """The optimisation. Training stops at the first of ``steps``, ``epochs`` and ``minutes`` reached.
+
+    ``batch_size`` is per process and per micro-batch. ``global_batch_size`` is what one optimizer step
+    sees: batch_size x processes (torchrun) x grad_accum. Left null it follows from batch_size; set, it
+    decides and batch_size is derived from it (it must divide evenly). A run records the value it used
+    in its config.yaml, so resuming with another number of processes keeps the global batch. The
+    learning rate is never scaled with the batch: ``lr`` is the rate used.
+    """
 
     steps: int | None = 2000
     epochs: int | None = None
     minutes: float | None = None
     batch_size: int = 256
+    global_batch_size: int | None = None
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 100
@@ -150,6 +158,7 @@ class TrainConfig:
         _check_positive("train", "epochs", self.epochs, allow_none=True, integer=True)
         _check_positive("train", "minutes", self.minutes, allow_none=True)
         _check_positive("train", "batch_size", self.batch_size, integer=True)
+        _check_positive("train", "global_batch_size", self.global_batch_size, allow_none=True, integer=True)
         _check_positive("train", "lr", self.lr)
         _check_positive("train", "grad_accum", self.grad_accum, integer=True)
         _check_positive("train", "grad_clip", self.grad_clip, allow_none=True)

@@ -26,6 +26,9 @@ __all__ = [
     "plot_snapshots_2d",
     "animate_2d",
     "plot_loss_curve",
+    "forward_timesteps",
+    "forward_strips",
+    "plot_forward_images",
 ]
 
 
@@ -226,4 +229,100 @@ def plot_loss_curve(records: Sequence[dict], path: str | Path) -> Path:
         twin = ax.twinx()
         twin.plot(steps, lrs, color="C1", lw=0.8, alpha=0.7, label="learning rate")
         twin.set_ylabel("learning rate", color="C1")
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# The forward process on images.
+# --------------------------------------------------------------------------------------------------
+
+
+def forward_timesteps(num_timesteps: int, steps: int) -> list[int]:
+    """``steps`` timesteps evenly spaced from 0 to T - 1 (both included), rounded to integers.
+
+    Raises ValueError unless 1 <= steps <= T."""
+    if not isinstance(steps, int) or not 1 <= steps <= num_timesteps:
+        raise ValueError(f"steps must be an integer from 1 to T = {num_timesteps}, got {steps!r}")
+    return [int(t) for t in np.rint(np.linspace(0, num_timesteps - 1, steps))]
+
+
+def forward_strips(
+    x0: torch.Tensor,
+    schedules: Sequence[NoiseSchedule],
+    t_values: Sequence[int],
+    noise: torch.Tensor,
+) -> list[torch.Tensor]:
+    """x_t ~ q(x_t | x0) of the same images at several t, one strip per schedule.
+
+    Every schedule and every t uses the same ``noise`` (like x0), so the strips differ only by the
+    schedule: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise (``GaussianDiffusion.q_sample``).
+
+    Args:
+        x0: clean images [N, C, H, W] in [-1, 1]; t_values: K timestep indices; noise: [N, C, H, W].
+    Returns:
+        one tensor [K, N, C, H, W] per schedule.
+    """
+    from ddpmlab.diffusion import GaussianDiffusion
+
+    if noise.shape != x0.shape:
+        raise ValueError(f"noise {list(noise.shape)} must be shaped like x0 {list(x0.shape)}")
+    strips = []
+    for schedule in schedules:
+        diffusion = GaussianDiffusion(schedule)
+        rows = [
+            diffusion.q_sample(x0, torch.full((len(x0),), int(t), dtype=torch.int64), noise) for t in t_values
+        ]
+        strips.append(torch.stack(rows))
+    return strips
+
+
+def _montage(strip: torch.Tensor, pad: int) -> np.ndarray:
+    """[K, N, C, H, W] in [-1, 1] -> one picture [N rows, K columns] in [0, 1], white gaps of ``pad``."""
+    k, n, c, h, w = strip.shape
+    pixels = ((_numpy(strip).clip(-1.0, 1.0) + 1.0) / 2.0).transpose(1, 0, 3, 4, 2)  # [N, K, H, W, C]
+    canvas = np.ones((n * (h + pad) - pad, k * (w + pad) - pad, c))
+    for row in range(n):
+        for column in range(k):
+            top, left = row * (h + pad), column * (w + pad)
+            canvas[top : top + h, left : left + w] = pixels[row, column]
+    return canvas[..., 0] if c == 1 else canvas
+
+
+def plot_forward_images(
+    strips: Sequence[torch.Tensor],
+    schedules: Sequence[NoiseSchedule],
+    t_values: Sequence[int],
+    path: str | Path,
+    title: str | None = None,
+) -> Path:
+    """The forward process on images: one block per schedule (rows: images, columns: t), each column
+    labelled with t and that schedule's alpha_bar_t. Pixels are clipped to [-1, 1] for display.
+
+    Args:
+        strips: :func:`forward_strips`' output, one [K, N, C, H, W] per schedule.
+        schedules: the schedules, in the same order; t_values: the K timesteps.
+    """
+    if len(strips) != len(schedules) or not strips:
+        raise ValueError(f"{len(strips)} strips for {len(schedules)} schedules")
+    k, n, _, h, w = strips[0].shape
+    pad = max(1, h // 14)
+    cell = 0.75 if h <= 32 else 1.1  # inches per image
+    fig, axes = plt.subplots(
+        len(strips), 1, figsize=(1.2 + cell * k, (cell * n + 0.9) * len(strips)), squeeze=False
+    )
+    for ax, strip, schedule in zip(axes[:, 0], strips, schedules):
+        picture = _montage(strip, pad)
+        cmap = "gray" if picture.ndim == 2 else None
+        ax.imshow(picture, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+        alpha_bar = schedule.alphas_cumprod
+        labels = [f"t={t}\n" + r"$\bar\alpha$=" + f"{float(alpha_bar[t]):.2g}" for t in t_values]
+        ax.set_xticks([column * (w + pad) + (w - 1) / 2 for column in range(k)])
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.set_yticks([])
+        ax.tick_params(length=0)
+        ax.set_ylabel(schedule.name, fontsize=11)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    fig.suptitle(title or f"forward process q(x_t | x_0), T = {schedules[0].num_timesteps}", y=1.0)
+    fig.tight_layout()
     return _save(fig, path)

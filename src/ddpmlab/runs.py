@@ -15,12 +15,14 @@ A run directory is the unit a user keeps::
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ddpmlab import distributed
 from ddpmlab.config import Config, ConfigError
 from ddpmlab.data.batches import SampledBatches
 from ddpmlab.diffusion import GaussianDiffusion
@@ -28,7 +30,7 @@ from ddpmlab.guidance import ClassifierFreeGuidance
 from ddpmlab.sampling import Sampler, make_sampler
 from ddpmlab.schedules import make_schedule
 from ddpmlab.training.checkpoint import load_checkpoint
-from ddpmlab.training.trainer import Trainer, resolve_device
+from ddpmlab.training.trainer import Trainer
 
 __all__ = [
     "RunError",
@@ -38,6 +40,7 @@ __all__ = [
     "build_data",
     "build_model_for",
     "train_run",
+    "resolve_batch_size",
     "open_run",
     "make_run_sampler",
     "sample_run",
@@ -61,6 +64,8 @@ class DataInfo:
     num_classes: int  # 0 when the data has no labels
     dataset: Any = None  # the dataset object (toy distribution or image dataset)
     class_names: list[str] | None = None
+    text_charset: str | None = None  # text-labelled data (captchas): the characters of the labels
+    text_length: int | None = None  # and their maximum length
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,7 +95,7 @@ def build_data(config: Config, rank: int = 0, world_size: int = 1) -> tuple[Any,
         if data.conditional and not dataset.num_classes:
             raise ConfigError(f"data.conditional is true but {data.name} has no labels")
         seed = config.train.seed * 1000 + rank
-        batches = SampledBatches(dataset.sample, config.train.batch_size, seed)
+        batches = SampledBatches(dataset.sample, config.train.batch_size, seed, rank)
         return batches, DataInfo("toy", (dataset.dim,), dataset.num_classes, dataset)
     try:
         from ddpmlab.data.images import build_image_data
@@ -103,6 +108,11 @@ def build_model_for(config: Config, info: DataInfo) -> torch.nn.Module:
     """The model a config describes, with the data-dependent options filled in."""
     from ddpmlab.models import build_model
 
+    if config.model.type == "classifier":
+        raise ConfigError(
+            "model.type classifier is a noise-aware classifier, not a denoiser: train it with "
+            "`ddpmlab train-classifier` and use it with `ddpmlab sample --classifier`"
+        )
     options = dict(config.model.options)
     num_classes = info.num_classes if config.data.conditional else None
     if config.model.type == "mlp":
@@ -115,6 +125,10 @@ def build_model_for(config: Config, info: DataInfo) -> torch.nn.Module:
         if num_classes:
             options.setdefault("condition", "class")
             options.setdefault("num_classes", num_classes)
+        elif config.data.conditional and info.text_charset:
+            options.setdefault("condition", "text")
+            options.setdefault("text_charset", info.text_charset)
+            options.setdefault("text_length", info.text_length)
     try:
         return build_model({"type": config.model.type, **options})
     except TypeError as error:
@@ -149,24 +163,35 @@ def train_run(
     """Build what ``config`` describes and train it in ``run_dir``; returns the finished Trainer.
 
     After training, toy runs get their plots and metrics (``report``).
+
+    Under torchrun (after :func:`ddpmlab.distributed.init`) every process calls this: rank 0 prepares
+    the run directory while the others wait, and alone writes into it; each process trains on its
+    share of every global batch, on its own device. Resuming keeps the run's global batch size
+    (``train.global_batch_size``), also with another number of processes.
     """
     run_dir = Path(run_dir)
-    prepare_run_dir(run_dir, resume)
+    rank, world = distributed.rank(), distributed.world_size()
+    distributed.main_first(prepare_run_dir, run_dir, resume)
     if resume:
         saved = Config.from_dict(load_checkpoint(run_dir / CHECKPOINT)["config"])
+        saved_train = saved.to_dict()["train"]
+        if saved_train["global_batch_size"] is None:  # saved before distributed training: one process
+            saved_train["global_batch_size"] = saved_train["batch_size"] * saved_train["grad_accum"]
         # Only the stopping rule may change on resume: the rest must match what was trained.
-        config = Config.from_dict(
-            {**saved.to_dict(), "train": {**saved.to_dict()["train"], **_stop_keys(config)}}
-        )
+        config = Config.from_dict({**saved.to_dict(), "train": {**saved_train, **_stop_keys(config)}})
+    config = resolve_batch_size(config, world)
+    if world > 1 and config.data.download:  # rank 0 fetches missing data alone, then the others read it
+        distributed.main_first(lambda: build_data(config, rank, world) and None)
     torch.manual_seed(config.train.seed)
-    batches, info = build_data(config)
+    batches, info = build_data(config, rank, world)
     hooks = list(hooks or [])
     if info.kind == "image" and config.train.sample_every:
         grid_steps = min(config.sample.steps or 50, 50)  # DDIM: quick enough to run during training
         hooks.append(lambda trainer: write_training_grid(trainer, run_dir, info, config, steps=grid_steps))
     model = build_model_for(config, info)
     diffusion = build_diffusion(config)
-    (run_dir / CONFIG_FILE).write_text(config.to_yaml())
+    if rank == 0:
+        (run_dir / CONFIG_FILE).write_text(_batch_comment(config, world) + config.to_yaml())
     trainer = Trainer(
         model,
         diffusion,
@@ -176,15 +201,51 @@ def train_run(
         conditional=config.data.conditional,
         run_config=config.to_dict(),
         hooks=hooks,
+        device=distributed.local_device(config.train.device),
     )
     if resume:
         trainer.resume()
     trainer.fit()
-    if report and info.kind == "toy":
+    distributed.barrier()  # every process returns once the final checkpoint is written
+    if report and info.kind == "toy" and rank == 0:
         from ddpmlab.toy_report import write_toy_report
 
         write_toy_report(open_run(run_dir))
     return trainer
+
+
+def resolve_batch_size(config: Config, world_size: int = 1) -> Config:
+    """``config`` with ``train.batch_size`` (per process) and ``train.global_batch_size`` (per optimizer
+    step: batch_size x ``world_size`` processes x grad_accum) both filled in. A global batch size in
+    the config decides (batch_size is derived from it); without one it follows from batch_size."""
+    train = config.train
+    per_step = world_size * train.grad_accum
+    if train.global_batch_size is None:
+        batch, global_batch = train.batch_size, train.batch_size * per_step
+    elif train.global_batch_size % per_step:
+        raise ConfigError(
+            f"train.global_batch_size={train.global_batch_size} does not split evenly over {world_size} "
+            f"process(es) x grad_accum {train.grad_accum}"
+        )
+    else:
+        batch, global_batch = train.global_batch_size // per_step, train.global_batch_size
+    if (batch, global_batch) == (train.batch_size, train.global_batch_size):
+        return config
+    if batch != train.batch_size and distributed.is_main():
+        print(
+            f"ddpmlab: train.batch_size={batch} per process, for train.global_batch_size={global_batch} "
+            f"over {world_size} process(es) x grad_accum {train.grad_accum}",
+            file=sys.stderr,
+        )
+    return config.with_overrides([f"train.batch_size={batch}", f"train.global_batch_size={global_batch}"])
+
+
+def _batch_comment(config: Config, world_size: int) -> str:
+    t = config.train
+    return (
+        f"# global batch per optimizer step: {t.global_batch_size} = batch_size {t.batch_size} per process"
+        f" x {world_size} process(es) x grad_accum {t.grad_accum}; lr {t.lr:g} is not scaled with it\n"
+    )
 
 
 def _stop_keys(config: Config) -> dict[str, Any]:
@@ -213,13 +274,22 @@ class Run:
     def conditional(self) -> bool:
         return self.config.data.conditional
 
+    @property
+    def text_encoder(self) -> Any:
+        """The model's :class:`~ddpmlab.models.embeddings.TextEmbedding` (its ``charset`` and
+        ``length``) when the run is conditioned on text, else None."""
+        from ddpmlab.models.embeddings import TextEmbedding
+
+        encoder = getattr(self.model, "condition_encoder", None)
+        return encoder if self.conditional and isinstance(encoder, TextEmbedding) else None
+
 
 def open_run(run_dir: str | Path, device: str = "auto") -> Run:
     """Load a run directory's config and EMA weights."""
     run_dir = Path(run_dir)
     if not (run_dir / CHECKPOINT).exists():
         raise RunError(f"{run_dir} is not a trained run (no {CHECKPOINT})")
-    target = resolve_device(device)
+    target = distributed.local_device(device)
     state = load_checkpoint(run_dir / CHECKPOINT, map_location="cpu")
     config = Config.from_dict(state["config"])
     _, info = build_data(config)
@@ -277,32 +347,57 @@ def sample_run(
     seed: int = 0,
     batch_size: int | None = None,
     progress: bool = False,
+    distribute: bool = False,
+    classifier: Any = None,
+    classifier_scale: float = 1.0,
 ) -> tuple[torch.Tensor, Any]:
     """Draw ``num`` samples (EMA weights) with ``sampler``; returns (samples [num, ...] on CPU, labels).
 
-    For a conditional run, ``labels`` gives each sample's condition (default: classes in turn) and
-    ``guidance`` the classifier-free guidance scale w (default: the run's ``sample.guidance``).
+    With ``distribute`` under torchrun, every process calls this and samples its share: each round of
+    ``batch_size x processes`` samples is cut into one batch per rank, and rank 0 gathers them; it
+    returns the samples on rank 0 and None as samples on the other ranks. Sample i depends on (seed, i)
+    only, and the batches are the same as with one process, so the result does not depend on the
+    number of processes.
+
+    For a conditional run, ``labels`` gives each sample's condition (default: classes in turn, or for
+    a text run random strings fixed by ``seed``) and ``guidance`` the classifier-free guidance scale w
+    (default: the run's ``sample.guidance``).
+
+    With ``classifier`` (a :class:`~ddpmlab.classifier_runs.ClassifierRun`), the model is also guided by
+    the classifier's gradient with scale ``classifier_scale`` towards ``labels`` (default: classes in
+    turn), which go to the classifier (and to the model too when the run is conditional).
     """
     if num <= 0:
         raise ValueError(f"the number of samples must be positive, got {num}")
     model: Any = run.model
+    if classifier is not None:
+        labels = _condition_batch(run, num, labels, seed, classifier.num_classes)
     if run.conditional:
-        labels = _condition_batch(run, num, labels)
+        labels = _condition_batch(run, num, labels, seed)
         scale = run.config.sample.guidance if guidance is None else guidance
         encoder = getattr(run.model, "condition_encoder", None)
         if encoder is None:
             raise RunError("this run's model has no condition encoder")
         if scale != 1.0:
             model = ClassifierFreeGuidance(run.model, scale, encoder.null_condition)
-    elif labels is not None:
+    elif labels is not None and classifier is None:
         raise RunError("this run is unconditional: it takes no labels")
+    if classifier is not None:
+        from ddpmlab.classifier_runs import guide_with_classifier
+
+        model = guide_with_classifier(run, model, classifier, classifier_scale, labels)
     block = default_seed_block(run.info)
     batch_size = batch_size or run.config.sample.batch_size
     batch_size = max(block, batch_size // block * block)
     padded = -(-num // block) * block
+    rank, world = (distributed.rank(), distributed.world_size()) if distribute else (0, 1)
     outputs = []
-    for start in range(0, padded, batch_size):
-        count = min(batch_size, padded - start)
+    for round_start in range(0, padded, batch_size * world):
+        counts = [max(0, min(batch_size, padded - round_start - r * batch_size)) for r in range(world)]
+        start, count = round_start + rank * batch_size, counts[rank]
+        if count == 0:  # the last round has fewer batches than ranks
+            outputs.append(distributed.gather_rows(torch.zeros((0, *run.info.shape)), counts))
+            continue
         generators = seed_generators(seed, start, count, block, run.device)
         cond = None
         if labels is not None:
@@ -313,9 +408,11 @@ def sample_run(
             cond=cond,
             generator=generators,
             device=run.device,
-            progress=progress,
+            progress=progress and rank == 0,
         )
-        outputs.append(x.float().cpu())
+        outputs.append(distributed.gather_rows(x.float(), counts) if world > 1 else x.float().cpu())
+    if rank != 0:
+        return None, labels
     samples = torch.cat(outputs)[:num]
     return samples, labels
 
@@ -323,6 +420,11 @@ def sample_run(
 def class_grid_labels(num_classes: int, per_class: int) -> torch.Tensor:
     """[0]*per_class + [1]*per_class + ...: with ``num_classes`` rows, each grid row is one class."""
     return torch.arange(num_classes).repeat_interleave(per_class)
+
+
+def text_grid_labels(texts: list[str], per_text: int) -> list[str]:
+    """[texts[0]]*per_text + [texts[1]]*per_text + ...: with len(texts) rows, each row is one string."""
+    return [text for text in texts for _ in range(per_text)]
 
 
 def sample_images(
@@ -334,21 +436,27 @@ def sample_images(
     seed: int = 0,
     batch_size: int | None = None,
     progress: bool = False,
+    classifier: Any = None,
+    classifier_scale: float = 1.0,
 ):
     """Like :func:`sample_run` for image runs, returning uint8 images [num, H, W, C] and labels."""
     from ddpmlab.data.images import to_uint8
 
     if run.info.kind != "image":
         raise RunError(f"{run.run_dir} is a {run.info.kind} run, not an image run")
-    samples, used = sample_run(run, num, sampler, guidance, labels, seed, batch_size, progress)
+    samples, used = sample_run(
+        run, num, sampler, guidance, labels, seed, batch_size, progress,
+        classifier=classifier, classifier_scale=classifier_scale,
+    )
     return to_uint8(samples), used
 
 
 def write_training_grid(
     trainer: Trainer, run_dir: Path, info: DataInfo, config: Config, per_class: int = 8, steps: int = 50
 ) -> Path:
-    """A grid of EMA samples (DDIM, ``steps`` steps; one row per class when conditional), written to
-    ``run_dir/samples/step_XXXXXXX.png`` and sent to TensorBoard."""
+    """A grid of EMA samples (DDIM, ``steps`` steps; one row per class when conditional, one row per
+    random string for text runs), written to ``run_dir/samples/step_XXXXXXX.png`` and sent to
+    TensorBoard."""
     from ddpmlab.data.images import to_uint8
     from ddpmlab.export import grid_image, save_grid
     from ddpmlab.sampling import DDIMSampler
@@ -358,14 +466,19 @@ def write_training_grid(
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=trainer.device).manual_seed(config.sample.seed)
-    if config.data.conditional and info.num_classes:
-        classes = min(info.num_classes, 10)
-        labels = class_grid_labels(classes, per_class).to(trainer.device)
-        rows = classes
+    encoder = getattr(model, "condition_encoder", None)
+    if config.data.conditional and (info.num_classes or info.text_charset):
+        if info.num_classes:
+            rows = min(info.num_classes, 10)
+            labels = class_grid_labels(rows, per_class).to(trainer.device)
+        else:
+            from ddpmlab.data.captcha import random_texts
+
+            rows, length = 8, info.text_length or encoder.length
+            texts = random_texts(rows, encoder.charset, length, config.sample.seed)
+            labels = text_grid_labels(texts, per_class)
         if config.sample.guidance != 1.0:
-            model = ClassifierFreeGuidance(
-                model, config.sample.guidance, model.condition_encoder.null_condition
-            )
+            model = ClassifierFreeGuidance(model, config.sample.guidance, encoder.null_condition)
     else:
         labels, rows = None, per_class
     count = rows * per_class
@@ -379,9 +492,14 @@ def write_training_grid(
     return path
 
 
-def _condition_batch(run: Run, num: int, labels: Any) -> Any:
+def _condition_batch(run: Run, num: int, labels: Any, seed: int = 0, num_classes: int | None = None) -> Any:
+    """Each sample's condition; labels None: classes in turn (``num_classes``, default the data's)."""
+    if labels is None and run.text_encoder is not None and num_classes is None:
+        from ddpmlab.data.captcha import random_texts
+
+        return random_texts(num, run.text_encoder.charset, _text_length(run), seed)
     if labels is None:
-        classes = run.info.num_classes
+        classes = num_classes or run.info.num_classes
         return torch.arange(num) % classes
     if torch.is_tensor(labels) or isinstance(labels, (list, tuple)):
         if len(labels) == num:
@@ -391,6 +509,11 @@ def _condition_batch(run: Run, num: int, labels: Any) -> Any:
             return cycle[torch.arange(num) % len(cycle)]
         return [labels[i % len(labels)] for i in range(num)]
     raise RunError(f"cannot use {labels!r} as labels")
+
+
+def _text_length(run: Run) -> int:
+    """The length of random strings for a text run: the data's (captchas have one), else the model's."""
+    return run.info.text_length or run.text_encoder.length
 
 
 def _slice_condition(labels: Any, start: int, count: int, num: int, device: torch.device) -> Any:

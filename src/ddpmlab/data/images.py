@@ -11,7 +11,13 @@ name               what                                                         
 ``fashion_mnist``  torchvision Fashion-MNIST in ``root/FashionMNIST/raw``, 1x28x28               10
 ``cifar10``        CIFAR-10 python batches in ``root/cifar-10-batches-py``, 3x32x32               10
 ``folder``         an image folder ``root``: one sub-folder per class, or images directly in it  K or 0
+``stanford_cars``  Stanford Cars in torchvision's layout ``root/stanford_cars``, RGB, any size    196
+``captcha``        captchas rendered on the fly from random strings (:mod:`.captcha`), 1x32x96   text
+``captcha_folder`` a folder of captcha images named by their text (``fngff.png``), 1x32x96      text
 =================  ============================================================================  ======
+
+The two captcha sources have string labels (the text in the image) and their own size options
+(``height``, ``width``); see :mod:`ddpmlab.data.captcha`.
 
 Every item goes through the same steps: resize the shorter side to ``image_size`` and centre-crop
 to a square (when ``image_size`` is set), convert to ``channels`` (1 or 3), flip left-right with
@@ -51,6 +57,7 @@ __all__ = [
     "ImageDataset",
     "TensorImageDataset",
     "ImageFolderDataset",
+    "StanfordCarsDataset",
     "IMAGE_EXTENSIONS",
     "image_dataset_names",
     "build_image_dataset",
@@ -135,6 +142,8 @@ class ImageDataset(Dataset):
     hflip: bool
     flip_seed: int = 0
     flip_epoch: int = 0
+    text_charset: str | None = None  # text-labelled data (captchas): labels are strings of these
+    text_length: int | None = None  # characters, at most this many
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -484,6 +493,111 @@ def _read_pickle(path: str) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
+# Stanford Cars (files listed by MATLAB annotation files, as torchvision reads them).
+# --------------------------------------------------------------------------------------------------
+
+STANFORD_CARS_IMAGES_URL = "https://www.kaggle.com/datasets/jessicali9530/stanford-cars-dataset"
+STANFORD_CARS_DEVKIT_URL = "https://github.com/pytorch/vision/files/11644847/car_devkit.tgz"
+
+
+class StanfordCarsDataset(ImageFolderDataset):
+    """Stanford Cars (Krause et al. 2013: 196 classes, 8,144 train / 8,041 test photos of any size) in
+    the layout of torchvision's ``StanfordCars`` under ``root/stanford_cars``::
+
+        devkit/cars_meta.mat              class_names: 196 strings
+        devkit/cars_train_annos.mat       annotations: records with fname and class (1-based), bbox_*
+        cars_train/00001.jpg ...
+        cars_test_annos_withlabels.mat    the test split's annotations (with classes)
+        cars_test/00001.jpg ...
+
+    The annotation files are read with scipy (as torchvision does); labels are ``class - 1``. The
+    photos have different sizes, so ``image_size`` is required. Every listed file must exist, and
+    every file's header is checked at construction, as for image folders. The original URL is gone,
+    so nothing can be downloaded: a missing dataset raises a :class:`DataError` saying what to fetch.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        image_size: int | None = None,
+        hflip: bool = False,
+        channels: int = 3,
+        download: bool = False,
+    ) -> None:
+        base = Path(root) / "stanford_cars"
+        if split == "train":
+            annotations, images = base / "devkit" / "cars_train_annos.mat", base / "cars_train"
+        else:
+            annotations, images = base / "cars_test_annos_withlabels.mat", base / "cars_test"
+        meta = base / "devkit" / "cars_meta.mat"
+        missing = [path for path in (meta, annotations, images) if not path.exists()]
+        if missing:
+            raise DataError(_stanford_cars_hint(base, missing[0], download))
+        if image_size is None:
+            raise ConfigError("dataset stanford_cars has photos of different sizes; set data.image_size")
+        class_names = [str(name) for name in _mat_array(meta, "class_names")]
+        files, label_list = [], []
+        for record in _mat_array(annotations, "annotations"):
+            try:
+                files.append(str(images / str(record["fname"])))
+                label_list.append(int(record["class"]) - 1)
+            except (KeyError, ValueError, TypeError, IndexError) as error:
+                raise DataError(f"unreadable annotation in {annotations} ({_reason(error)})") from None
+        if not files:
+            raise DataError(f"{annotations} lists no images")
+        bad = [label for label in label_list if not 0 <= label < len(class_names)]
+        if bad:
+            raise DataError(
+                f"{annotations} has class {bad[0] + 1}, outside 1..{len(class_names)} of {meta.name}"
+            )
+        absent = [path for path in files if not os.path.isfile(path)]
+        if absent:
+            raise DataError(
+                f"{len(absent)} of the {len(files)} images listed in {annotations.name} are missing from "
+                f"{images}, e.g. {Path(absent[0]).name}"
+            )
+        self.name = "stanford_cars"
+        self.root = str(base)
+        self.image_size = image_size
+        self.hflip = hflip
+        self.channels = channels
+        self.mode = "RGB" if channels == 3 else "L"
+        self.files = files
+        self.labels = torch.tensor(label_list, dtype=torch.int64)
+        self.class_names = class_names
+        self.num_classes = len(class_names)
+        for path in files:
+            _check_header(path)
+        self.shape = (channels, image_size, image_size)
+
+
+def _mat_array(path: Path, key: str) -> np.ndarray:
+    """The variable ``key`` of a MATLAB file as a 1-D array (scipy's ``squeeze_me`` reading)."""
+    from scipy.io import loadmat
+
+    try:
+        content = loadmat(str(path), squeeze_me=True)
+    except Exception as error:
+        raise DataError(f"unreadable file: {path} ({_reason(error)})") from None
+    if key not in content:
+        raise DataError(f"unreadable file: {path} (no variable {key!r})")
+    return np.atleast_1d(content[key])
+
+
+def _stanford_cars_hint(base: Path, missing: Path, download: bool) -> str:
+    what = f"Stanford Cars not found: {missing} is missing"
+    if download:
+        what += " (and it cannot be downloaded any more: its URL is gone)"
+    return (
+        f"{what}; put the images from {STANFORD_CARS_IMAGES_URL} in {base}/cars_train/ and {base}/cars_test/ "
+        f"(flattening cars_train/cars_train), the devkit {STANFORD_CARS_DEVKIT_URL} (cars_meta.mat, "
+        f"cars_train_annos.mat) in {base}/devkit/ and, for split test, cars_test_annos_withlabels.mat in "
+        f"{base}/ (torchvision's layout); or use data.name=folder with one sub-folder per class"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
 # Building from names and configs.
 # --------------------------------------------------------------------------------------------------
 
@@ -495,7 +609,14 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "fashion_mnist": {"channels": None, "split": "train"},
     "cifar10": {"channels": None, "split": "train"},
     "folder": {"channels": 3, "labels": "auto"},
+    "stanford_cars": {"channels": 3, "split": "train"},
+    "captcha": {
+        "channels": 1, "length": 5, "charset": None, "height": 32, "width": 96, "num_items": 10000,
+        "seed": 0, "cache": True,
+    },
+    "captcha_folder": {"channels": 1, "height": 32, "width": 96, "charset": None, "length": None},
 }
+_TEXT_SOURCES = ("captcha", "captcha_folder")
 
 
 def image_dataset_names() -> tuple[str, ...]:
@@ -546,11 +667,14 @@ def build_image_dataset(
             native size (which must be square). ``digits`` is 8x8 natively.
         root: the folder holding torchvision datasets (default ``data``), or the image folder itself
             for ``folder`` (required).
-        download: let torchvision fetch a missing dataset (``mnist``, ``fashion_mnist``, ``cifar10``).
+        download: let torchvision fetch a missing dataset (``mnist``, ``fashion_mnist``, ``cifar10``;
+            ``stanford_cars`` can no longer be downloaded).
         hflip: random left-right flips (augmentation).
         options: the source's own options: ``channels`` (1 or 3; default: the source's own, RGB for
             folders), ``split`` (``train``/``test``, torchvision sources), ``labels``
-            (``auto``/``folders``/``none``, folders).
+            (``auto``/``folders``/``none``, folders); for ``captcha``: ``length``, ``charset``,
+            ``height``, ``width``, ``num_items``, ``seed``, ``cache``; for ``captcha_folder``:
+            ``height``, ``width``, ``charset``, ``length`` (see :mod:`ddpmlab.data.captcha`).
 
     Raises:
         ConfigError: an unknown name or option, or a bad option value.
@@ -562,6 +686,8 @@ def build_image_dataset(
     if image_size is not None and (not isinstance(image_size, int) or image_size <= 0):
         raise ConfigError(f"data.image_size must be a positive integer; got {image_size!r}")
     channels = values["channels"]
+    if name in _TEXT_SOURCES:
+        return _captcha_source(name, image_size, root, hflip, values)
     if name == "mnist5k":
         return _mnist5k(image_size, hflip, channels)
     if name == "digits":
@@ -571,9 +697,34 @@ def build_image_dataset(
             raise ConfigError("dataset folder needs data.root, the folder holding the images")
         return ImageFolderDataset(root, image_size, hflip, channels, values["labels"])
     root = str(root if root is not None else DEFAULT_ROOT)
+    if name == "stanford_cars":
+        return StanfordCarsDataset(root, values["split"], image_size, hflip, channels, download)
     if name == "cifar10":
         return _cifar10(root, download, values["split"], image_size, hflip, channels)
     return _torchvision_mnist(name, root, download, values["split"], image_size, hflip, channels)
+
+
+def _captcha_source(
+    name: str, image_size: int | None, root: str | Path | None, hflip: bool, values: dict[str, Any]
+) -> ImageDataset:
+    """The text-labelled sources of :mod:`ddpmlab.data.captcha` (wide images, string labels)."""
+    from ddpmlab.data import captcha
+
+    if image_size is not None:
+        raise ConfigError(
+            f"dataset {name} has wide images: set data.height and data.width (default 32 and 96) "
+            "instead of data.image_size"
+        )
+    if hflip:
+        raise ConfigError(f"dataset {name}: data.hflip would mirror the text; leave it false")
+    options = {key: value for key, value in values.items() if key != "channels"}
+    if name == "captcha_folder":
+        if root is None:
+            raise ConfigError("dataset captcha_folder needs data.root, a folder of images named by text")
+        return captcha.CaptchaFolderDataset(root, channels=values["channels"], **options)
+    if options["charset"] is None:
+        options["charset"] = captcha.DEFAULT_CHARSET
+    return captcha.CaptchaDataset(channels=values["channels"], **options)
 
 
 def build_image_data(config: Config, rank: int = 0, world_size: int = 1) -> tuple[Any, DataInfo]:
@@ -586,7 +737,7 @@ def build_image_data(config: Config, rank: int = 0, world_size: int = 1) -> tupl
     dataset = build_image_dataset(
         data.name, data.image_size, data.root, data.download, data.hflip, **data.options
     )
-    if data.conditional and not dataset.num_classes:
+    if data.conditional and not dataset.num_classes and dataset.text_charset is None:
         where = ""
         if data.name == "folder":
             where = f" in {data.root} (a labelled folder has one sub-folder per class)"
@@ -605,5 +756,7 @@ def build_image_data(config: Config, rank: int = 0, world_size: int = 1) -> tupl
         num_classes=dataset.num_classes,
         dataset=dataset,
         class_names=list(dataset.class_names) if dataset.class_names else None,
+        text_charset=dataset.text_charset,
+        text_length=dataset.text_length,
     )
     return batches, info

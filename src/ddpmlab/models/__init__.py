@@ -2,6 +2,8 @@
 
 - :class:`MLPDenoiser` for low-dimensional data [B, D];
 - :class:`UNet` for images [B, C, H, W] (Ho et al. 2020);
+- :class:`NoisyClassifier`, not a denoiser: ``classifier(x_t, t) -> logits [B, num_classes]``, the
+  UNet's encoder half, for classifier guidance (type ``classifier``);
 - condition encoders (:class:`ClassEmbedding`, :class:`TextEmbedding`) exposed as
   ``model.condition_encoder`` (None for unconditional models), with ``null_condition`` and
   ``drop(cond, p, generator)`` for classifier-free guidance;
@@ -16,6 +18,7 @@ from typing import Any
 
 from torch import nn
 
+from ddpmlab.models.classifier import NoisyClassifier
 from ddpmlab.models.embeddings import (
     ClassEmbedding,
     ConditionEncoder,
@@ -32,6 +35,7 @@ __all__ = [
     "MODEL_TYPES",
     "MLPDenoiser",
     "UNet",
+    "NoisyClassifier",
     "count_parameters",
     "sinusoidal_embedding",
     "TimestepEmbedding",
@@ -41,11 +45,11 @@ __all__ = [
     "build_condition_encoder",
 ]
 
-MODEL_TYPES: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLPDenoiser}
+MODEL_TYPES: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLPDenoiser, "classifier": NoisyClassifier}
 
 
 def build_model(config: Mapping[str, Any]) -> nn.Module:
-    """Build a denoiser from a plain dict: ``{"type": "unet" | "mlp", **constructor_arguments}``.
+    """Build a model from a plain dict: ``{"type": "unet" | "mlp" | "classifier", **constructor_arguments}``.
 
     Example: ``build_model({"type": "mlp", "data_dim": 2, "hidden": 128})``. Unknown types and unknown
     options raise ValueError listing the allowed ones.

@@ -4,7 +4,9 @@ A checkpoint is one ``torch.save`` file holding only tensors and plain Python da
 
     format_version, kind ("ddpmlab-checkpoint"), step, config (the resolved config as a dict),
     model, ema, optimizer, lr_scheduler, grad_scaler, batches (data order state), rng (generator
-    states), metrics (the last logged values)
+    states), metrics (the last logged values); from a run of several processes (torchrun) also
+    ranks (each rank's data stream state and global RNG). The model is always the unwrapped module,
+    so a checkpoint loads with any number of processes.
 
 It is written to a temporary file in the same folder and renamed over the target, so an interrupted
 save never leaves a half-written checkpoint, and loaded with ``weights_only=True``, so opening a

@@ -3,7 +3,8 @@
 One optimizer step (Ho et al. 2020, Algorithm 1, as practitioners run it):
 
 1. for each of ``grad_accum`` micro-batches: drop conditions to null with probability ``cond_dropout``
-   (classifier-free guidance training), compute the diffusion loss under autocast, backpropagate
+   (classifier-free guidance training), compute the diffusion loss (or the ``objective`` given, e.g.
+   a noise-aware classifier's cross-entropy) under autocast, backpropagate
    loss / grad_accum;
 2. clip the gradient norm, step AdamW, step the LR schedule (linear warmup then cosine decay);
 3. update the EMA weights.
@@ -12,6 +13,15 @@ Every ``log_every`` steps a line goes to ``metrics.jsonl`` (and TensorBoard / W&
 every ``checkpoint_every`` steps and at the end, ``checkpoints/last.pt`` is written atomically with
 everything needed to resume exactly (model, EMA, optimizer, LR schedule, grad scaler, data position,
 random generators).
+
+Under ``torchrun`` (see :mod:`ddpmlab.distributed`) the model is wrapped in DistributedDataParallel,
+which averages the gradients of the processes (skipped with ``no_sync`` on all but the last
+micro-batch of an accumulated step). Every rank draws the timesteps, noise and condition dropout of
+the whole global micro-batch from the same generator and keeps the rows of its own samples, so W
+processes with batch b make the same updates as one process with batch W * b (up to the order of
+float sums), and the optimizer, EMA and generator stay identical on every rank. Only rank 0 writes
+metrics, TensorBoard, hooks' files and checkpoints; checkpoints hold the unwrapped model and do not
+depend on the number of processes.
 """
 
 from __future__ import annotations
@@ -27,10 +37,12 @@ from typing import Any
 
 import torch
 
+from ddpmlab import distributed
 from ddpmlab.config import TrainConfig
-from ddpmlab.diffusion import GaussianDiffusion
+from ddpmlab.diffusion import GaussianDiffusion, randn
 from ddpmlab.training.checkpoint import load_checkpoint, save_checkpoint
 from ddpmlab.training.ema import EMA
+from ddpmlab.training.objectives import DiffusionObjective, Objective
 
 __all__ = ["Trainer", "TrainState", "resolve_device", "lr_multiplier"]
 
@@ -93,14 +105,19 @@ class Trainer:
     Args:
         model: a denoiser ``model(x_t, t, cond=None)``; its ``condition_encoder`` (if any) provides
             ``drop(cond, p, generator)`` for condition dropout.
-        diffusion: the GaussianDiffusion whose ``training_loss`` is minimised.
+        diffusion: the GaussianDiffusion whose ``training_loss`` is minimised (unless ``objective``
+            says otherwise).
         batches: an endless stream of ``(x0, labels)`` with ``state_dict``/``load_state_dict``,
             ``epoch`` and ``batches_per_epoch`` (see :mod:`ddpmlab.data.batches`).
         config: the ``train`` section.
         run_dir: where checkpoints, logs and metrics go (None: nothing is written).
         conditional: pass labels to the model as its condition.
         run_config: the whole resolved config, stored in checkpoints so a run describes itself.
-        hooks: callables run every ``sample_every`` steps and at the end (e.g. writing sample grids).
+        hooks: callables run every ``sample_every`` steps and at the end (e.g. writing sample grids);
+            with several processes on rank 0 only.
+        objective: what to minimise, ``objective(model, x0, cond, generator, t, noise) -> (loss,
+            metrics)`` (see :mod:`ddpmlab.training.objectives`); default: the diffusion loss. Its
+            metrics (e.g. a classifier's ``accuracy``) are averaged and logged next to the loss.
     """
 
     def __init__(
@@ -114,10 +131,17 @@ class Trainer:
         run_config: dict[str, Any] | None = None,
         hooks: list[Hook] | None = None,
         device: torch.device | None = None,
+        objective: Objective | None = None,
     ) -> None:
         self.config = config
+        self.objective = objective if objective is not None else DiffusionObjective(diffusion)
+        self._extra_means: dict[str, _RunningMean] = {}  # the objective's metrics, per logging window
         self.device = device or resolve_device(config.device)
         self.model = model.to(self.device)
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        # Built before the EMA copy: DDP broadcasts rank 0's weights, so every rank starts identical.
+        self.ddp = self._wrap_ddp() if self.world_size > 1 else None
+        self._seed_rank(0)
         self.diffusion = diffusion
         self.batches = batches
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -137,12 +161,19 @@ class Trainer:
             ),
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self._uses_fp16())
-        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        trained = self.ddp if self.ddp is not None else self.model
+        self.forward_model = torch.compile(trained) if config.compile else trained
         self._writers: list[Any] = []
 
     # ---------------------------------------------------------------------------------------------
     # Set-up.
     # ---------------------------------------------------------------------------------------------
+
+    def _wrap_ddp(self) -> torch.nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=device_ids)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         decay, no_decay = [], []
@@ -190,17 +221,45 @@ class Trainer:
             labels = labels.to(self.device, non_blocking=True)
         encoder = getattr(self.model, "condition_encoder", None)
         if encoder is not None and self.config.cond_dropout > 0:
-            labels = encoder.drop(labels, self.config.cond_dropout, self.generator)
+            labels = self._drop_conditions(encoder, labels)
         return labels
+
+    def _drop_conditions(self, encoder: Any, labels: Any) -> Any:
+        """Condition dropout; with W processes drawn for the whole global micro-batch (as one process
+        would), of which this rank keeps its rows r, r + W, ... (see :mod:`ddpmlab.data.batches`)."""
+        p, world = self.config.cond_dropout, self.world_size
+        if world == 1:
+            return encoder.drop(labels, p, self.generator)
+        if torch.is_tensor(labels):
+            return encoder.drop(labels.repeat_interleave(world, dim=0), p, self.generator)[self.rank :: world]
+        spread = [label for label in labels for _ in range(world)]  # row r + W i holds label i
+        return list(encoder.drop(spread, p, self.generator))[self.rank :: world]
+
+    def _global_noise(self, x0: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """With W processes, the timesteps and noise of the whole global micro-batch, drawn exactly as
+        ``training_loss`` draws them in one process, of which this rank keeps its rows; (None, None)
+        with one process (``training_loss`` draws them itself)."""
+        world = self.world_size
+        if world == 1:
+            return None, None
+        total, generator = x0.shape[0] * world, self.generator
+        t = torch.randint(
+            0, self.diffusion.num_timesteps, (total,), generator=generator, device=generator.device
+        )
+        noise = randn((total, *x0.shape[1:]), generator, x0.device, x0.dtype)
+        return t[self.rank :: world].to(x0.device), noise[self.rank :: world].contiguous()
 
     def _micro_step(self, iterator) -> tuple[float, int]:
         x0, labels = next(iterator)
         x0 = x0.to(self.device, non_blocking=True)
         cond = self._condition(labels)
+        t, noise = self._global_noise(x0)
         with self._autocast():
-            loss = self.diffusion.training_loss(self.forward_model, x0, cond, generator=self.generator)
+            loss, extra = self.objective(self.forward_model, x0, cond, self.generator, t=t, noise=noise)
+        for key, value in extra.items():
+            self._extra_means.setdefault(key, _RunningMean()).add(float(value))
         self.scaler.scale(loss / self.config.grad_accum).backward()
-        return float(loss.detach()), x0.shape[0]
+        return float(loss.detach()), x0.shape[0] * self.world_size  # samples of all ranks together
 
     def _optimizer_step(self) -> float:
         self.scaler.unscale_(self.optimizer)
@@ -213,19 +272,16 @@ class Trainer:
         self.ema.update(self.model)
         return float(grad_norm)
 
-    def _should_stop(self, started: float) -> bool:
+    def _should_stop(self) -> bool:
         c = self.config
         if c.steps is not None and self.state.step >= c.steps:
             return True
         if c.epochs is not None and getattr(self.batches, "batches_per_epoch", None):
             if self.batches.epoch >= c.epochs:
                 return True
-        if (
-            c.minutes is not None
-            and self.state.elapsed_seconds + (time.perf_counter() - started) >= c.minutes * 60
-        ):
-            return True
-        return False
+        # elapsed_seconds is the training wall clock of this run, earlier sessions included. Clocks
+        # differ between processes: all stop as soon as one is out of time.
+        return c.minutes is not None and distributed.any_true(self.state.elapsed_seconds >= c.minutes * 60)
 
     def fit(self, until_step: int | None = None) -> TrainState:
         """Train until a stop condition is reached (or, if given, until optimizer step ``until_step``,
@@ -239,21 +295,23 @@ class Trainer:
         window_start, window_samples = time.perf_counter(), 0
         progress = self._progress_bar()
         try:
-            while not self._should_stop(started) and (until_step is None or self.state.step < until_step):
-                for _ in range(self.config.grad_accum):
-                    loss, batch = self._micro_step(iterator)
+            while not self._should_stop() and (until_step is None or self.state.step < until_step):
+                for micro in range(self.config.grad_accum):
+                    with self._gradient_sync(micro == self.config.grad_accum - 1):
+                        loss, batch = self._micro_step(iterator)
                     loss_mean.add(loss)
                     window_samples += batch
                     self.state.samples_seen += batch
                 norm_mean.add(self._optimizer_step())
                 self.state.step += 1
+                now = time.perf_counter()
+                self.state.elapsed_seconds = elapsed_before + now - started
                 if progress is not None:
                     progress.update(1)
                 if self.state.step % self.config.log_every == 0:
-                    now = time.perf_counter()
-                    self.state.elapsed_seconds = elapsed_before + now - started
                     metrics = {
-                        "loss": loss_mean.pop(),
+                        "loss": distributed.all_mean(loss_mean.pop()),
+                        **self._pop_extra_metrics(),
                         "grad_norm": norm_mean.pop(),
                         "lr": self.lr_scheduler.get_last_lr()[0],
                         "samples_per_s": window_samples / max(now - window_start, 1e-9),
@@ -271,20 +329,34 @@ class Trainer:
         if loss_mean.count:
             self._log(
                 {
-                    "loss": loss_mean.pop(),
+                    "loss": distributed.all_mean(loss_mean.pop()),
+                    **self._pop_extra_metrics(),
                     "grad_norm": norm_mean.pop(),
                     "lr": self.lr_scheduler.get_last_lr()[0],
                 }
             )
         self.save()
-        for hook in self.hooks:
-            hook(self)
+        if self.rank == 0:
+            for hook in self.hooks:
+                hook(self)
         self._close_writers()
         return self.state
 
+    def _pop_extra_metrics(self) -> dict[str, float]:
+        """The objective's metrics averaged over the window since the last log (over all processes)."""
+        means = self._extra_means.items()
+        return {key: distributed.all_mean(mean.pop()) for key, mean in means if mean.count}
+
+    def _gradient_sync(self, sync: bool):
+        """DDP all-reduces gradients in backward; on all but the last micro-batch of an accumulated step
+        that is wasted traffic, so those run under ``no_sync`` (gradients accumulate locally)."""
+        if self.ddp is None or sync:
+            return contextlib.nullcontext()
+        return self.ddp.no_sync()
+
     def _maybe_run_hooks_and_save(self) -> None:
         c = self.config
-        if c.sample_every and self.state.step % c.sample_every == 0:
+        if c.sample_every and self.state.step % c.sample_every == 0 and self.rank == 0:
             for hook in self.hooks:
                 hook(self)
             self.model.train()
@@ -292,7 +364,7 @@ class Trainer:
             self.save()
 
     def _progress_bar(self):
-        if not self.config.progress:
+        if not self.config.progress or self.rank != 0:
             return None
         from tqdm.auto import tqdm
 
@@ -305,7 +377,7 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------
 
     def _open_writers(self) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or self.rank != 0:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.config.tensorboard:
@@ -339,7 +411,7 @@ class Trainer:
 
     def _log(self, metrics: dict[str, float]) -> None:
         self.state.last_metrics = dict(metrics)
-        if self.run_dir is None:
+        if self.run_dir is None or self.rank != 0:
             return
         record = {"step": self.state.step, **{k: float(v) for k, v in metrics.items()}}
         with open(self.run_dir / "metrics.jsonl", "a") as file:
@@ -377,7 +449,22 @@ class Trainer:
             "grad_scaler": self.scaler.state_dict(),
             "batches": self.batches.state_dict(),
             "rng": {"trainer": self.generator.get_state(), "torch": torch.get_rng_state()},
+            **self._per_rank_state(),
         }
+
+    def _per_rank_state(self) -> dict[str, Any]:
+        """With several processes, what differs between them (each rank's data stream position, e.g.
+        per-rank toy sample streams, and global RNG, e.g. dropout), gathered from all ranks: a
+        collective, so every rank calls it."""
+        if self.world_size == 1:
+            return {}
+        own = {"batches": self.batches.state_dict(), "torch": torch.get_rng_state()}
+        return {"ranks": distributed.all_gather_objects(own)}
+
+    def _seed_rank(self, step: int) -> None:
+        """Ranks other than 0 draw their own dropout masks: the global RNG seeded by (seed, rank, step)."""
+        if self.rank > 0:
+            torch.manual_seed(self.config.seed * 1_000_003 + self.rank * 1_009 + step)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -386,9 +473,16 @@ class Trainer:
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if state.get("grad_scaler"):
             self.scaler.load_state_dict(state["grad_scaler"])
-        self.batches.load_state_dict(state["batches"])
+        # The checkpoint holds rank 0's data position and RNG, and with several processes every
+        # rank's ("ranks"); a rank the saving run did not have starts its own streams.
+        ranks = state.get("ranks") or []
+        own = ranks[self.rank] if self.rank < len(ranks) else None
+        self.batches.load_state_dict(own["batches"] if own is not None else state["batches"])
         self.generator.set_state(state["rng"]["trainer"].cpu())
-        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if own is not None or self.rank == 0:
+            torch.set_rng_state((own["torch"] if own is not None else state["rng"]["torch"]).cpu())
+        else:
+            self._seed_rank(int(state["step"]))
         self.state = TrainState(
             step=int(state["step"]),
             samples_seen=int(state["samples_seen"]),
@@ -400,10 +494,12 @@ class Trainer:
         return None if self.run_dir is None else self.run_dir / "checkpoints" / "last.pt"
 
     def save(self) -> Path | None:
+        """Write ``checkpoints/last.pt`` (rank 0; with several processes every rank must call this)."""
         path = self.checkpoint_path()
         if path is None:
             return None
-        return save_checkpoint(path, self.state_dict())
+        state = self.state_dict()
+        return save_checkpoint(path, state) if self.rank == 0 else None
 
     def resume(self, path: str | Path | None = None) -> None:
         """Load a checkpoint (default: this run's last one) and continue from it."""

@@ -1,0 +1,376 @@
+"""Captcha images and their text, for text-conditional generation.
+
+Two sources, registered with :func:`ddpmlab.data.images.build_image_dataset`; items are
+``(x0 float32 [C, H, W] in [-1, 1], text str)``:
+
+- ``captcha``: images rendered on the fly by the ``captcha`` package's ``ImageCaptcha`` (at its own
+  160x60 size, then resized to ``height`` x ``width``) from random strings of ``length`` characters of
+  ``charset``. Item i is fixed by (``seed``, i): its string and every random choice of the renderer
+  (font size, rotation, warp, spacing, colours, noise dots and curve) come from one
+  ``random.Random`` seeded with both, whatever the process, the DataLoader worker or the order of
+  access. ``num_items`` sets the length of an epoch; rendered items are kept in memory (``cache``).
+- ``captcha_folder``: a folder of captcha images named by their text (``fngff.png``, ...), e.g. the
+  real image set of the captcha homework. The charset and the maximum length are those of the file
+  names unless given; images are resized to ``height`` x ``width``.
+
+The default charset is the 19 characters of the common 5-character captcha image set
+("2345678bcdefgmnpwxy"; strings such as "fngff" or "gnfcd"). Images are wide, so these sources take
+``height`` and ``width`` (default 32 x 96, divisible by the 4 of a 3-level UNet) instead of
+``data.image_size``, and refuse ``data.hflip`` (mirrored text is not text).
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+from ddpmlab.data.images import DataError, ImageDataset, _check_header, _images_under, _reason
+
+__all__ = [
+    "DEFAULT_CHARSET",
+    "CaptchaDataset",
+    "CaptchaFolderDataset",
+    "captcha_text",
+    "random_texts",
+    "check_texts",
+    "render_captcha",
+]
+
+DEFAULT_CHARSET = "2345678bcdefgmnpwxy"
+DEFAULT_LENGTH = 5
+DEFAULT_HEIGHT, DEFAULT_WIDTH = 32, 96
+RENDER_WIDTH, RENDER_HEIGHT = 160, 60  # ImageCaptcha's own size, which its font sizes suit
+RENDER_FONT_SIZES = (42, 50, 56)
+_MASK64 = (1 << 64) - 1
+_SAMPLING_SALT = 0x5A17  # random strings for sampling differ from the training data of the same seed
+
+
+# --------------------------------------------------------------------------------------------------
+# Strings.
+# --------------------------------------------------------------------------------------------------
+
+
+def _item_rng(seed: int, index: int, salt: int = 0) -> random.Random:
+    """A ``random.Random`` fixed by (seed, index, salt); the three are packed into one integer."""
+    return random.Random(((salt & 0xFFFF) << 128) | ((seed & _MASK64) << 64) | (index & _MASK64))
+
+
+def captcha_text(seed: int, index: int, charset: str = DEFAULT_CHARSET, length: int = DEFAULT_LENGTH) -> str:
+    """The string of item ``index`` of the ``captcha`` data with this ``seed``."""
+    rng = _item_rng(seed, index)
+    return "".join(rng.choice(charset) for _ in range(length))
+
+
+def random_texts(num: int, charset: str, length: int, seed: int = 0) -> list[str]:
+    """``num`` random strings of ``length`` characters of ``charset``; string i depends on (seed, i) only."""
+    texts = []
+    for index in range(num):
+        rng = _item_rng(seed, index, _SAMPLING_SALT)
+        texts.append("".join(rng.choice(charset) for _ in range(length)))
+    return texts
+
+
+def check_texts(texts: Sequence[str], charset: str, length: int) -> list[str]:
+    """``texts`` as a list, or a ValueError (one line) for an empty string, a string longer than
+    ``length`` or one with characters outside ``charset``."""
+    allowed = set(charset)
+    for text in texts:
+        if not text:
+            raise ValueError("empty string (every string needs at least one character)")
+        if len(text) > length:
+            raise ValueError(f"{text!r} is longer than {length} characters")
+        unknown = sorted(set(text) - allowed)
+        if unknown:
+            raise ValueError(f"{text!r} has characters {''.join(unknown)!r} outside the charset {charset!r}")
+    return list(texts)
+
+
+def _check_text_options(charset: Any, length: Any, where: str) -> None:
+    if charset is not None:
+        if not isinstance(charset, str) or not charset:
+            raise DataError(f"{where}: data.charset must be a non-empty string, got {charset!r}")
+        repeated = sorted({c for c in charset if charset.count(c) > 1})
+        if repeated:
+            raise DataError(f"{where}: data.charset repeats the characters {''.join(repeated)!r}")
+        if any(c.isspace() or c == "," for c in charset):
+            raise DataError(f"{where}: data.charset may not hold spaces or commas, got {charset!r}")
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+        raise DataError(f"{where}: data.length must be a positive integer, got {length!r}")
+
+
+def _check_size(height: Any, width: Any, where: str) -> None:
+    for key, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise DataError(f"{where}: data.{key} must be a positive integer, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering.
+# --------------------------------------------------------------------------------------------------
+
+
+class _SeededEntropy(random.Random):
+    """A seeded ``random.Random`` that also answers the calls ImageCaptcha makes to ``secrets``
+    (``randbelow``, ``randbits``, ``choice``; older versions call ``random``'s functions instead)."""
+
+    def randbelow(self, n: int) -> int:
+        return self.randrange(n)
+
+    def randbits(self, k: int) -> int:
+        return self.getrandbits(k)
+
+
+_RENDER_LOCK = threading.Lock()
+
+
+def _captcha_module() -> Any:
+    try:
+        return importlib.import_module("captcha.image")
+    except ImportError:
+        raise DataError("the captcha dataset needs the captcha package: pip install captcha") from None
+
+
+@contextmanager
+def _seeded_captcha(rng: random.Random) -> Iterator[Any]:
+    """``captcha.image`` with its sources of randomness (the module globals ``secrets`` and ``random``)
+    replaced by ``rng`` for the duration; a lock keeps threads of one process from interleaving."""
+    module = _captcha_module()
+    names = [name for name in ("secrets", "random") if name in vars(module)]
+    if not names:
+        raise DataError("this version of the captcha package cannot be seeded; pip install 'captcha>=0.5'")
+    with _RENDER_LOCK:
+        saved = {name: getattr(module, name) for name in names}
+        try:
+            for name in names:
+                setattr(module, name, rng)
+            yield module
+        finally:
+            for name, value in saved.items():
+                setattr(module, name, value)
+
+
+def _render_scale(height: int) -> float:
+    """Render larger than ImageCaptcha's 160x60 only when the output is taller than 60 pixels."""
+    return max(1.0, height / RENDER_HEIGHT)
+
+
+def render_captcha(
+    text: str,
+    rng: random.Random,
+    height: int = DEFAULT_HEIGHT,
+    width: int = DEFAULT_WIDTH,
+    generator: Any = None,
+) -> Image.Image:
+    """An RGB captcha of ``text`` drawn with ``rng`` (a ``random.Random``), resized to width x height.
+
+    ``generator`` is an ``ImageCaptcha`` to reuse (it caches its fonts); by default a new one.
+    """
+    entropy = _SeededEntropy()
+    entropy.setstate(rng.getstate())
+    with _seeded_captcha(entropy) as module:
+        if generator is None:
+            generator = _image_captcha(module, height)
+        image = generator.generate_image(text)
+    rng.setstate(entropy.getstate())  # the caller's generator moves on as if it had drawn directly
+    image = image.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.BICUBIC)
+    return image
+
+
+def _image_captcha(module: Any, height: int) -> Any:
+    scale = _render_scale(height)
+    sizes = tuple(round(size * scale) for size in RENDER_FONT_SIZES)
+    return module.ImageCaptcha(round(RENDER_WIDTH * scale), round(RENDER_HEIGHT * scale), font_sizes=sizes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Datasets.
+# --------------------------------------------------------------------------------------------------
+
+
+class _TextImageDataset(ImageDataset):
+    """Shared part of the captcha datasets: string labels, a fixed (height, width), no flips.
+
+    Attributes beyond :class:`ImageDataset`'s: ``texts`` (each item's string; also ``labels``),
+    ``text_charset`` and ``text_length`` (what a text-conditional model needs).
+    """
+
+    texts: list[str]
+    text_charset: str
+    text_length: int
+
+    def _setup(self, texts: list[str], charset: str, length: int, channels: int, height: int, width: int):
+        self.texts = texts
+        self.labels = texts  # type: ignore[assignment]  # strings, not class indices
+        self.text_charset = charset
+        self.text_length = length
+        self.num_classes = 0
+        self.class_names = None
+        self.image_size = None
+        self.hflip = False
+        self.channels = channels
+        self.height, self.width = height, width
+        self.shape = (channels, height, width)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def _label(self, index: int) -> str:  # type: ignore[override]
+        return self.texts[index]
+
+    def _to_item(self, image: Image.Image, index: int) -> torch.Tensor:
+        """A PIL image (any mode, any size) -> float32 [C, H, W] in [-1, 1]."""
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image.convert("RGBA"))
+        image = image.convert("RGB" if self.channels == 3 else "L")
+        if image.size != (self.width, self.height):
+            image = image.resize((self.width, self.height), Image.BICUBIC)
+        return self._finish(TF.pil_to_tensor(image), index)
+
+    def __repr__(self) -> str:
+        c, h, w = self.shape
+        return (
+            f"{type(self).__name__}({self.name}, {len(self)} images {c}x{h}x{w}, "
+            f"text of up to {self.text_length} characters of {self.text_charset!r})"
+        )
+
+
+class CaptchaDataset(_TextImageDataset):
+    """Captchas rendered on the fly from random strings; item i is fixed by (``seed``, i).
+
+    Args:
+        num_items: the number of items (an epoch).
+        length: characters per string.
+        charset: the characters strings are drawn from (uniformly, independently).
+        height, width: the output size (rendered at 160x60, or larger for taller outputs, then resized).
+        channels: 1 (grayscale) or 3 (RGB: the renderer's random colours).
+        seed: fixes every string and every rendering.
+        cache: keep rendered items in memory (uint8), so that later epochs only read them.
+    """
+
+    def __init__(
+        self,
+        num_items: int = 10000,
+        length: int = DEFAULT_LENGTH,
+        charset: str = DEFAULT_CHARSET,
+        height: int = DEFAULT_HEIGHT,
+        width: int = DEFAULT_WIDTH,
+        channels: int = 1,
+        seed: int = 0,
+        cache: bool = True,
+    ) -> None:
+        _check_text_options(charset, length, "captcha")
+        _check_size(height, width, "captcha")
+        if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items <= 0:
+            raise DataError(f"captcha: data.num_items must be a positive integer, got {num_items!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise DataError(f"captcha: data.seed must be an integer, got {seed!r}")
+        self.name = "captcha"
+        self.seed = seed
+        texts = [captcha_text(seed, index, charset, length) for index in range(num_items)]
+        self._setup(texts, charset, length, channels, height, width)
+        self.cache = bool(cache)
+        self._pixels: torch.Tensor | None = None
+        self._rendered: torch.Tensor | None = None
+        self._generator: Any = None
+
+    def render(self, index: int) -> Image.Image:
+        """Item ``index``'s captcha as an RGB PIL image (height x width), rendered afresh."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"item {index} of a captcha dataset of {len(self)} items")
+        rng = _item_rng(self.seed, index)
+        for _ in range(self.text_length):  # the draws that chose the string
+            rng.choice(self.text_charset)
+        if self._generator is None:
+            self._generator = _image_captcha(_captcha_module(), self.height)
+        return render_captcha(self.texts[index], rng, self.height, self.width, self._generator)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        index = int(index)
+        if self.cache:
+            if self._pixels is None:
+                self._pixels = torch.zeros((len(self), *self.shape), dtype=torch.uint8)
+                self._rendered = torch.zeros(len(self), dtype=torch.bool)
+            if not self._rendered[index]:
+                image = self.render(index).convert("RGB" if self.channels == 3 else "L")
+                self._pixels[index] = TF.pil_to_tensor(image)
+                self._rendered[index] = True
+            return self._finish(self._pixels[index], index), self.texts[index]
+        return self._to_item(self.render(index), index), self.texts[index]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_generator"] = None  # fonts are reloaded where needed (e.g. in a spawned worker)
+        return state
+
+
+class CaptchaFolderDataset(_TextImageDataset):
+    """Captcha images under ``root`` whose file names (without extension) are their text.
+
+    Args:
+        root: the folder (searched recursively; hidden files and folders are skipped).
+        height, width: every image is resized to this (bicubic; transparent images go on white).
+        channels: 1 or 3.
+        charset: the allowed characters (default: those of the file names, sorted).
+        length: the maximum string length (default: the longest file name).
+
+    Every file's header is read at construction, so an unreadable file is reported by path before
+    training starts; a name with a character outside a given ``charset``, or longer than a given
+    ``length``, too.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        height: int = DEFAULT_HEIGHT,
+        width: int = DEFAULT_WIDTH,
+        channels: int = 1,
+        charset: str | None = None,
+        length: int | None = None,
+    ) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"captcha folder not found: {root}")
+        _check_text_options(charset, length, str(root))
+        _check_size(height, width, str(root))
+        self.name = "captcha_folder"
+        self.root = str(root)
+        files = _images_under(root)
+        if not files:
+            raise DataError(f"no captcha images found under {root}")
+        texts = [path.stem for path in files]
+        for path, text in zip(files, texts):
+            if not text or any(c.isspace() or c == "," for c in text):
+                raise DataError(f"captcha file names must be their text (no spaces or commas): {path}")
+        charset = charset if charset is not None else "".join(sorted(set("".join(texts))))
+        length = length if length is not None else max(len(text) for text in texts)
+        for path, text in zip(files, texts):
+            try:
+                check_texts([text], charset, length)
+            except ValueError as error:
+                raise DataError(f"captcha file {path}: {error}") from None
+        for path in files:
+            _check_header(str(path))
+        self.files = [str(path) for path in files]
+        self._setup(texts, charset, length, channels, height, width)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        path = self.files[index]
+        try:
+            with Image.open(path) as image:
+                image.load()
+                item = self._to_item(image, index)
+        except Exception as error:
+            raise DataError(f"unreadable image: {path} ({_reason(error)})") from None
+        return item, self.texts[index]
