@@ -28,6 +28,7 @@ Equations implemented here:
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -67,16 +68,44 @@ def randn(
     if isinstance(generator, (list, tuple)):
         if len(generator) == 0 or shape[0] % len(generator) != 0:
             raise ValueError(f"{len(generator)} generators cannot split a batch of {shape[0]} evenly")
-        block = (shape[0] // len(generator),) + tuple(shape[1:])
-        return torch.cat([randn(block, g, device, dtype) for g in generator])
+        gen_device = generator[0].device
+        if any(g.device != gen_device for g in generator):
+            block = (shape[0] // len(generator),) + tuple(shape[1:])
+            return torch.cat([randn(block, g, device, dtype) for g in generator])
+        # Each block is drawn straight into its rows of one buffer (normal_ on a contiguous slice draws
+        # exactly what torch.randn of the block's shape draws), then moved to ``device`` once.
+        noise = torch.empty(tuple(shape), device=gen_device, dtype=dtype)
+        rows = shape[0] // len(generator)
+        for index, g in enumerate(generator):
+            noise[index * rows : (index + 1) * rows].normal_(generator=g)
+        return noise.to(device) if device is not None else noise
     gen_device = generator.device if generator is not None else device
     noise = torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype)
     return noise.to(device) if device is not None else noise
 
 
+# Answers of _accepts_cond for functions and bound methods (keyed by the underlying function, so a
+# model's answer is computed once, not at every sampling step: inspect.signature costs ~50 us).
+_ACCEPTS_COND_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ACCEPTS_COND_METHODS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _accepts_cond(model: Callable[..., torch.Tensor]) -> bool:
     """Whether ``model`` can be called as model(x_t, t, cond)."""
     target = model.forward if isinstance(model, torch.nn.Module) else model
+    if inspect.ismethod(target) and inspect.isfunction(target.__func__):
+        cache, key = _ACCEPTS_COND_METHODS, target.__func__
+    elif inspect.isfunction(target):
+        cache, key = _ACCEPTS_COND_FUNCTIONS, target
+    else:  # other callables (partials, objects with __call__, builtins): not cached
+        return _signature_accepts_cond(target)
+    answer = cache.get(key)
+    if answer is None:
+        answer = cache[key] = _signature_accepts_cond(target)
+    return answer
+
+
+def _signature_accepts_cond(target: Callable[..., torch.Tensor]) -> bool:
     try:
         parameters = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):
@@ -127,7 +156,7 @@ class GaussianDiffusion:
         self.schedule = schedule
         self.prediction: PredictionType = prediction
         self.min_snr_gamma = min_snr_gamma
-        self._coefficient_cache: dict[tuple[str, torch.device], torch.Tensor] = {}
+        self._coefficient_cache: dict[tuple[str, torch.device, torch.dtype | None], torch.Tensor] = {}
 
     @property
     def num_timesteps(self) -> int:
@@ -140,14 +169,23 @@ class GaussianDiffusion:
     # Coefficients.
     # ---------------------------------------------------------------------------------------------
 
-    def _on_device(self, name: str, device: torch.device) -> torch.Tensor:
-        key = (name, device)
+    def _on_device(self, name: str, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``schedule.<name>`` on ``device`` (in ``dtype`` if given), cached."""
+        key = (name, device, dtype)
         if key not in self._coefficient_cache:
-            self._coefficient_cache[key] = getattr(self.schedule, name).to(device)
+            values = getattr(self.schedule, name)
+            self._coefficient_cache[key] = values.to(device) if dtype is None else values.to(device, dtype)
         return self._coefficient_cache[key]
 
-    def coefficient(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """``schedule.<name>[t]`` in ``like``'s dtype, shaped [B, 1, ..., 1] to broadcast over ``like``."""
+    def coefficient(self, name: str, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+        """``schedule.<name>[t]`` in ``like``'s dtype, shaped [B, 1, ..., 1] to broadcast over ``like``.
+
+        ``t`` may also be one Python int, the same index for the whole batch (as in the samplers): the
+        result is then a 0-dim view into a cached table in ``like``'s dtype and device, the same value
+        as for a tensor ``t`` but without a gather, a cast or an allocation at each call.
+        """
+        if isinstance(t, int):
+            return self._on_device(name, like.device, like.dtype)[t]
         t = torch.as_tensor(t, device=like.device)
         values = self._on_device(name, like.device)[t].to(like.dtype)
         if values.ndim == 0:
@@ -255,14 +293,28 @@ class GaussianDiffusion:
         return x0 if self.prediction == "x0" else self.v_from_x0_eps(x0, eps, t)
 
     def predict(
-        self, model: Callable[..., torch.Tensor], x_t: torch.Tensor, t: torch.Tensor, cond: Any = None
+        self,
+        model: Callable[..., torch.Tensor],
+        x_t: torch.Tensor,
+        t: torch.Tensor | int,
+        cond: Any = None,
+        model_t: torch.Tensor | None = None,
     ) -> Prediction:
         """Run the model once at schedule indices ``t`` (int64 [B]) and return (eps, x0).
 
         The model is called with the original timesteps (``schedule.timesteps[t]``). Its output is cast
         to x_t's dtype, so a model run under bf16 autocast still yields float32 predictions.
+
+        ``t`` may be one Python int for the whole batch; ``model_t`` then gives the original timesteps
+        [B] the model is called with (the samplers make them once per loop, not at every step).
         """
-        output = call_model(model, x_t, self.model_timesteps(t), cond)
+        if model_t is None:
+            if isinstance(t, int):
+                t_batch = torch.full((x_t.shape[0],), t, dtype=torch.int64, device=x_t.device)
+                model_t = self.model_timesteps(t_batch)
+            else:
+                model_t = self.model_timesteps(t)
+        output = call_model(model, x_t, model_t, cond)
         if output.shape != x_t.shape:
             raise ValueError(
                 f"the model returned shape {list(output.shape)} for x_t of shape {list(x_t.shape)}"

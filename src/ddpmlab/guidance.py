@@ -29,7 +29,10 @@ def concat_conditions(cond: Any, null_cond: Any) -> Any:
     or a list of B items such as strings (null_cond then one item, e.g. "").
     """
     if torch.is_tensor(cond):
-        null = torch.as_tensor(null_cond, dtype=cond.dtype, device=cond.device).expand_as(cond)
+        if isinstance(null_cond, (bool, int, float)):  # filled on the device: no host-to-device copy
+            null = torch.full_like(cond, null_cond)
+        else:
+            null = torch.as_tensor(null_cond, dtype=cond.dtype, device=cond.device).expand_as(cond)
         return torch.cat([cond, null])
     if isinstance(cond, Sequence) and not isinstance(cond, (str, bytes)):
         return list(cond) + [null_cond] * len(cond)
@@ -62,7 +65,11 @@ class ClassifierFreeGuidance(torch.nn.Module):
             self.model, torch.cat([x_t, x_t]), torch.cat([t, t]), concat_conditions(cond, self.null_cond)
         )
         conditional, unconditional = both.chunk(2)
-        return unconditional + self.scale * (conditional - unconditional)
+        # unconditional + w (conditional - unconditional), in place on the one temporary (same roundings)
+        guided = conditional - unconditional
+        guided *= self.scale
+        guided += unconditional
+        return guided
 
 
 class ClassifierGuidance(torch.nn.Module):

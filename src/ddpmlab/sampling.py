@@ -82,6 +82,7 @@ class Sampler:
         self.clip_x0 = clip_x0
         self.spacing = spacing
         self._coefficients = self._per_step_coefficients()
+        self._original_timesteps: list[int] = self.schedule.timesteps.tolist()
 
     @property
     def num_steps(self) -> int:
@@ -102,15 +103,31 @@ class Sampler:
     # ---------------------------------------------------------------------------------------------
 
     def predict(
-        self, model: Callable[..., torch.Tensor], x_t: torch.Tensor, index: int, cond: Any = None
+        self,
+        model: Callable[..., torch.Tensor],
+        x_t: torch.Tensor,
+        index: int,
+        cond: Any = None,
+        model_t: torch.Tensor | None = None,
     ) -> Prediction:
-        """The model's (eps, x0) at schedule index ``index`` for every sample, x0 clipped if asked."""
-        t = torch.full((x_t.shape[0],), index, dtype=torch.int64, device=x_t.device)
-        eps, x0 = self.diffusion.predict(model, x_t, t, cond)
+        """The model's (eps, x0) at schedule index ``index`` for every sample, x0 clipped if asked.
+
+        ``model_t``: the original timestep of ``index`` as a tensor [B] on x_t's device (made here if None).
+        The conversions between the model's output, eps and x0 use the step's scalar coefficients.
+        """
+        index = int(index)
+        eps, x0 = self.diffusion.predict(model, x_t, index, cond, model_t)
         if self.clip_x0 is not None:
             x0 = x0.clamp(-self.clip_x0, self.clip_x0)
-            eps = self.diffusion.eps_from_x0(x_t, t, x0)
+            eps = self.diffusion.eps_from_x0(x_t, index, x0)
         return Prediction(eps, x0)
+
+    def _model_timesteps(self, batch: int, device: torch.device) -> list[torch.Tensor]:
+        """For every schedule index, its original timestep as a tensor [B] on ``device``: views of one
+        tensor [K] made once per loop (each a broadcast of one element, as models accept), so the loop
+        allocates and gathers no timestep tensors."""
+        originals = self.schedule.timesteps.to(device)
+        return [originals[index].expand(batch) for index in range(self.num_steps)]
 
     def step(
         self,
@@ -151,12 +168,13 @@ class Sampler:
             x_T = randn(tuple(shape), generator, device, dtype)
         x = x_T
         with _grad_context(model):
+            model_timesteps = self._model_timesteps(x.shape[0], x.device)
             for index in range(self.num_steps - 1, -1, -1):
-                prediction = self.predict(model, x, index, cond)
+                prediction = self.predict(model, x, index, cond, model_timesteps[index])
                 x_prev = self.step(x, index, prediction, generator=generator)
                 yield SamplerStep(
                     index=index,
-                    timestep=int(self.schedule.timesteps[index]),
+                    timestep=self._original_timesteps[index],
                     x_t=x,
                     x0=prediction.x0,
                     eps=prediction.eps,
@@ -252,12 +270,11 @@ class DDPMSampler(Sampler):
 
     def step(self, x_t, index, prediction, noise=None, generator=None):
         c = self._coefficients
-        mean = c["coef_x0"][index] * prediction.x0 + c["coef_xt"][index] * x_t
+        # In place on this step's own temporaries: the same roundings as coef_x0 * x0 + coef_xt * x_t.
+        mean = _accumulate(prediction.x0 * c["coef_x0"][index], x_t * c["coef_xt"][index])
         if index == 0:  # the last step returns the mean: no noise is added to x_0 (Algorithm 2, line 3)
             return mean
-        if noise is None:
-            noise = randn(x_t.shape, generator, x_t.device, x_t.dtype)
-        return mean + c["std"][index] * noise
+        return _add_scaled_noise(mean, c["std"][index], noise, generator)
 
     def __repr__(self) -> str:
         return f"DDPMSampler(steps={self.num_steps}, variance={self.variance!r}, clip_x0={self.clip_x0})"
@@ -300,16 +317,36 @@ class DDIMSampler(Sampler):
 
     def step(self, x_t, index, prediction, noise=None, generator=None):
         c = self._coefficients
-        x_prev = c["coef_x0"][index] * prediction.x0 + c["coef_eps"][index] * prediction.eps
+        x_prev = _accumulate(prediction.x0 * c["coef_x0"][index], prediction.eps * c["coef_eps"][index])
         sigma = c["sigma"][index]
         if sigma == 0.0:
             return x_prev
-        if noise is None:
-            noise = randn(x_t.shape, generator, x_t.device, x_t.dtype)
-        return x_prev + sigma * noise
+        return _add_scaled_noise(x_prev, sigma, noise, generator)
 
     def __repr__(self) -> str:
         return f"DDIMSampler(steps={self.num_steps}, eta={self.eta}, clip_x0={self.clip_x0})"
+
+
+def _accumulate(total: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
+    """``total + term``, in place on ``total`` (a step's own temporary) when that gives the same tensor:
+    the same rounding as the out-of-place sum, one temporary fewer."""
+    if term.dtype != total.dtype or term.shape != total.shape:
+        return total + term
+    total += term
+    return total
+
+
+def _add_scaled_noise(
+    x: torch.Tensor, scale: float, noise: torch.Tensor | None, generator: Generator
+) -> torch.Tensor:
+    """``x + scale * noise`` with ``x`` a step's own temporary. Noise drawn here (from ``generator``) is
+    scaled in place; noise given by the caller is left untouched."""
+    if noise is None:
+        noise = randn(x.shape, generator, x.device, x.dtype)
+        noise *= scale
+    else:
+        noise = noise * scale
+    return _accumulate(x, noise)
 
 
 SAMPLERS = {"ddpm": DDPMSampler, "ddim": DDIMSampler}
