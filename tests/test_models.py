@@ -19,6 +19,7 @@ from ddpmlab.models import (
     count_parameters,
     sinusoidal_embedding,
 )
+from ddpmlab.models.unet import CrossAttention
 
 CHARSET = "0123456789abcdef"
 
@@ -428,3 +429,77 @@ def test_build_model():
 def test_build_model_rejects_bad_config(config, message):
     with pytest.raises(ValueError, match=message):
         build_model(config)
+
+
+# -------------------------------------------------------------------------------------------------
+# Cross-attention to text tokens.
+# -------------------------------------------------------------------------------------------------
+
+CROSS = dict(CONDITIONS["text"], text_cross_attention=True, text_token_dim=8)
+
+
+def test_cross_attention_matches_an_explicit_softmax():
+    """x + W_o softmax(q k^T / sqrt(d)) v per head, q from the normalised pixels, k and v from tokens."""
+    torch.manual_seed(0)
+    block = perturb(CrossAttention(channels=8, context_dim=6, num_heads=2, num_groups=4)).double()
+    x, context = torch.randn(2, 8, 3, 5, dtype=torch.float64), torch.randn(2, 4, 6, dtype=torch.float64)
+    pixels = block.norm(x).flatten(2).transpose(1, 2)  # [B, 15, 8]
+    q = pixels @ block.query.weight.T + block.query.bias
+    k, v = (context @ block.key_value.weight.T + block.key_value.bias).split(8, dim=-1)
+    heads = []
+    for head in range(2):
+        part = slice(4 * head, 4 * head + 4)
+        weights = torch.softmax(q[..., part] @ k[..., part].transpose(1, 2) / 2.0, dim=-1)  # sqrt(4) = 2
+        heads.append(weights @ v[..., part])
+    out = torch.cat(heads, dim=-1) @ block.projection.weight.T + block.projection.bias
+    expected = x + out.transpose(1, 2).reshape(2, 8, 3, 5)
+    torch.testing.assert_close(block(x, context), expected, atol=1e-12, rtol=0)
+
+
+def test_cross_attention_starts_as_the_identity():
+    block = CrossAttention(channels=8, context_dim=6, num_heads=2, num_groups=4)
+    x = torch.randn(2, 8, 4, 4)
+    assert torch.equal(block(x, torch.randn(2, 3, 6)), x)
+
+
+def test_text_cross_attention_unet_sees_character_positions_and_null():
+    model = perturb(tiny_unet(**CROSS))
+    blocks = [module for module in model.modules() if isinstance(module, CrossAttention)]
+    assert len(blocks) == 4  # level 1 (the default): 1 down and 2 up stages; the middle one
+    x, t = torch.randn(1, 3, 16, 16).repeat(3, 1, 1, 1), torch.tensor([10, 10, 10])
+    with torch.no_grad():
+        out = model(x, t, ["ab12", "ba12", ""])
+        torch.testing.assert_close(model(x[:1], t[:1]), out[2:])  # cond=None is the null string
+        assert not torch.allclose(out[0], out[1], atol=1e-4)  # same characters, other order
+        # the tokens alone change the output: with the pooled embedding's head zeroed, still different
+        model.condition_encoder.head[-1].weight.zero_()
+        model.condition_encoder.head[-1].bias.zero_()
+        out = model(x, t, ["ab12", "ba12", ""])
+    assert not torch.allclose(out[0], out[1], atol=1e-4)
+
+
+def test_text_cross_attention_with_checkpointing_and_cfg():
+    model = perturb(tiny_unet(**CROSS)).train()
+    x, t, texts = torch.randn(2, 3, 16, 16), timesteps(2), ["ab", "cd"]
+
+    def gradients(checkpointing: bool) -> list[torch.Tensor]:
+        model.gradient_checkpointing = checkpointing
+        model.zero_grad()
+        model(x, t, texts).square().mean().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    for plain, checkpointed in zip(gradients(False), gradients(True), strict=True):
+        torch.testing.assert_close(checkpointed, plain)
+    model.eval()
+    with torch.no_grad():
+        guided = ClassifierFreeGuidance(model, 3.0, "")(x, t, texts)
+        conditional, unconditional = model(x, t, texts), model(x, t)
+    torch.testing.assert_close(
+        guided, unconditional + 3.0 * (conditional - unconditional), atol=1e-5, rtol=1e-4
+    )
+
+
+def test_text_cross_attention_needs_text_and_default_models_keep_their_keys():
+    with pytest.raises(ValueError, match="text_cross_attention needs condition='text'"):
+        tiny_unet(condition="class", num_classes=3, text_cross_attention=True)
+    assert not any("cross" in key for key in tiny_unet(**CONDITIONS["text"]).state_dict())

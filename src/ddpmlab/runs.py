@@ -129,6 +129,10 @@ def build_model_for(config: Config, info: DataInfo) -> torch.nn.Module:
             options.setdefault("condition", "text")
             options.setdefault("text_charset", info.text_charset)
             options.setdefault("text_length", info.text_length)
+        if options.get("condition") != "text":
+            # like the other text options, cross-attention to text means nothing without text labels
+            # (e.g. the captcha config with data.conditional=false)
+            options.pop("text_cross_attention", None)
     try:
         return build_model({"type": config.model.type, **options})
     except TypeError as error:

@@ -239,8 +239,15 @@ class TextEmbedding(ConditionEncoder):
             )
         return [self._token_ids[character] for character in text] + [0] * (self.length - len(text))
 
+    def tokens(self, cond: Sequence[str]) -> torch.Tensor:
+        """Per-character features [B, length, token_dim]: character embedding + position embedding.
+
+        What cross-attention layers attend to (``UNet(text_cross_attention=True)``); padding and the
+        null condition "" are tokens too (id 0), so the unconditional branch has a context as well."""
+        return self.character_embedding(self.tokenize(cond)) + self.position_embedding
+
     def forward(self, cond: Sequence[str]) -> torch.Tensor:
-        tokens = self.character_embedding(self.tokenize(cond)) + self.position_embedding
+        tokens = self.tokens(cond)
         features = self.token_mlp(tokens)
         pooled = features.flatten(1) if self.pooling == "flatten" else features.mean(1)
         return self.head(pooled)

@@ -138,20 +138,39 @@ def _dropout(h: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 
 class AttentionBlock(nn.Module):
-    """Multi-head self-attention over the H*W positions, residual (Ho et al. 2020, appendix B).
+    """Multi-head self-attention over the H*W positions, residual (Ho et al. 2020, appendix B), and
+    optionally cross-attention to condition tokens (Rombach et al. 2022, sec. 3.3).
 
-    GroupNorm -> 1x1 conv to q, k, v -> scaled dot-product attention per head -> zero-initialised 1x1
-    output projection, added to the input. Shapes: x [B, C, H, W] -> [B, C, H, W].
+    Self-attention: GroupNorm -> 1x1 conv to q, k, v -> scaled dot-product attention per head ->
+    zero-initialised 1x1 output projection, added to the input.
+
+    With ``context_dim``, then cross-attention: GroupNorm -> queries from the pixels, keys and values from
+    the context tokens [B, L, context_dim] (e.g. a string's characters) -> attention per head ->
+    zero-initialised output projection, added. Each pixel chooses which tokens it draws: how a text-
+    conditional model learns to put the right character in the right place.
+
+    Shapes: x [B, C, H, W], context [B, L, context_dim] or None -> [B, C, H, W].
     """
 
-    def __init__(self, channels: int, num_heads: int, num_groups: int) -> None:
+    def __init__(
+        self, channels: int, num_heads: int, num_groups: int, context_dim: int | None = None
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.norm = nn.GroupNorm(num_groups, channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.projection = _zero_init(nn.Conv2d(channels, channels, 1))
+        self.cross = CrossAttention(channels, context_dim, num_heads, num_groups) if context_dim else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        x = self._self_attention(x)
+        if self.cross is not None:
+            if context is None:
+                raise ValueError("this attention block cross-attends: it needs the condition's tokens")
+            x = self.cross(x, context)
+        return x
+
+    def _self_attention(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
         heads, positions = self.num_heads, height * width
         # The 1x1 convolutions run as linear layers on [B, HW, C] (their weights are [out, in, 1, 1]), so
@@ -164,6 +183,34 @@ class AttentionBlock(nn.Module):
         out = F.linear(out, self.projection.weight.flatten(1), self.projection.bias)  # [B, HW, C]
         # [B, HW, C] is a channels-last view of [B, C, H, W]; the sum takes x's layout.
         out = out.transpose(1, 2).view(batch, channels, height, width)
+        return x + out.contiguous(memory_format=_memory_format(x))
+
+
+class CrossAttention(nn.Module):
+    """Residual multi-head attention from pixels to context tokens: x + out(attn(q(norm x), k(c), v(c))).
+
+    Shapes: x [B, C, H, W], context [B, L, context_dim] -> [B, C, H, W]. The output projection starts at
+    zero, so a new block is the identity until it has learned something.
+    """
+
+    def __init__(self, channels: int, context_dim: int, num_heads: int, num_groups: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = nn.GroupNorm(num_groups, channels)
+        self.query = nn.Linear(channels, channels)
+        self.key_value = nn.Linear(context_dim, 2 * channels)
+        self.projection = _zero_init(nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        heads, head_dim = self.num_heads, channels // self.num_heads
+        if context.ndim != 3 or context.shape[0] != batch:
+            raise ValueError(f"context must be [{batch}, L, dim], got {list(context.shape)}")
+        h = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]
+        q = self.query(h).view(batch, -1, heads, head_dim).transpose(1, 2)  # [B, heads, HW, d]
+        k, v = self.key_value(context.to(h.dtype)).view(batch, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, -1, channels)
+        out = self.projection(out).transpose(1, 2).view(batch, channels, height, width)
         return x + out.contiguous(memory_format=_memory_format(x))
 
 
@@ -218,16 +265,18 @@ def _phase_taps(weight: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Ten
 
 
 class UNetStage(nn.Module):
-    """A residual block, optionally followed by self-attention: (x, emb) -> features."""
+    """A residual block, optionally followed by attention: (x, emb, context=None) -> features."""
 
     def __init__(self, residual: ResidualBlock, attention: AttentionBlock | None) -> None:
         super().__init__()
         self.residual = residual
         self.attention = attention
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h = self.residual(x, emb)
-        return self.attention(h) if self.attention is not None else h
+        return self.attention(h, context) if self.attention is not None else h
 
 
 class UNetLevel(nn.Module):
@@ -265,6 +314,11 @@ class UNet(nn.Module):
         num_classes: number of classes for ``condition="class"``.
         text_charset, text_length, text_token_dim, text_pooling: options of the
             :class:`~ddpmlab.models.embeddings.TextEmbedding` for ``condition="text"``.
+        text_cross_attention: with ``condition="text"``, every attention block (those of
+            ``attention_levels`` and the middle one) also cross-attends to the
+            string's character tokens (:class:`CrossAttention`), besides the pooled text embedding added
+            to the time embedding. Lets the pixels pick their character: much faster to learn legible
+            text than the pooled embedding alone.
         scale_shift: FiLM-style time conditioning (True) or additive (False, Ho et al.).
         num_groups: GroupNorm groups; every level's width must be divisible by it.
         gradient_checkpointing: recompute each stage's activations in the backward pass (less memory,
@@ -296,6 +350,7 @@ class UNet(nn.Module):
         text_length: int | None = None,
         text_token_dim: int = 64,
         text_pooling: Literal["flatten", "mean"] = "flatten",
+        text_cross_attention: bool = False,
         scale_shift: bool = True,
         num_groups: int = 32,
         gradient_checkpointing: bool = False,
@@ -309,6 +364,10 @@ class UNet(nn.Module):
         if condition not in CONDITION_KINDS:
             raise ValueError(f"unknown condition {condition!r}; choose one of None, 'class', 'text'")
         levels = _attention_levels(attention_levels, attention_resolutions, image_size, len(channel_mults))
+        if text_cross_attention and condition != "text":
+            raise ValueError("text_cross_attention needs condition='text'")
+        self.text_cross_attention = bool(text_cross_attention)
+        context_dim = text_token_dim if text_cross_attention else None
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
         self.downsampling_factor = 2 ** (len(channel_mults) - 1)
@@ -330,7 +389,8 @@ class UNet(nn.Module):
         def stage(in_ch: int, out_ch: int, attention: bool) -> UNetStage:
             residual = ResidualBlock(in_ch, out_ch, emb_dim, dropout, num_groups, scale_shift)
             heads = _heads(out_ch, num_heads, head_dim) if attention else 0
-            return UNetStage(residual, AttentionBlock(out_ch, heads, num_groups) if attention else None)
+            block = AttentionBlock(out_ch, heads, num_groups, context_dim) if attention else None
+            return UNetStage(residual, block)
 
         self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
         self.down_levels, skip_widths = self._build_down(widths, base_channels, num_res_blocks, levels, stage)
@@ -369,10 +429,12 @@ class UNet(nn.Module):
             levels.append(UNetLevel(stages, Upsample(width) if index > 0 else None))
         return levels
 
-    def _run(self, stage: UNetStage, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def _run(
+        self, stage: UNetStage, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None
+    ) -> torch.Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(stage, h, emb, use_reentrant=False)
-        return stage(h, emb)
+            return checkpoint(stage, h, emb, context, use_reentrant=False)
+        return stage(h, emb, context)
 
     def embed(self, t: torch.Tensor, cond: Any, batch: int, device: torch.device) -> torch.Tensor:
         """Time (+ condition) embedding [B, 4 * base_channels], after SiLU, as every block consumes it."""
@@ -381,6 +443,14 @@ class UNet(nn.Module):
         if cond_emb is not None:
             emb = emb + cond_emb
         return F.silu(emb)
+
+    def context(self, cond: Any, batch: int, device: torch.device) -> torch.Tensor | None:
+        """The tokens [B, L, text_token_dim] the attention blocks cross-attend to (None without
+        ``text_cross_attention``); ``cond=None`` gives the null condition's tokens."""
+        if not self.text_cross_attention:
+            return None
+        encoder = self.condition_encoder
+        return encoder.tokens(encoder.null_batch(batch, device) if cond is None else cond)
 
     def check_input(self, x_t: torch.Tensor) -> None:
         """Raise ValueError unless x_t is [B, in_channels, H, W] with H and W divisible as needed."""
@@ -400,20 +470,21 @@ class UNet(nn.Module):
         """x_t [B, C, H, W], t int64 [B] (original timestep indices), cond or None -> [B, C_out, H, W]."""
         self.check_input(x_t)
         emb = self.embed(t, cond, x_t.shape[0], x_t.device)
+        context = self.context(cond, x_t.shape[0], x_t.device)
         h = self.input_conv(x_t)
         skips = [h]
         for level in self.down_levels:
             for stage in level.stages:
-                h = self._run(stage, h, emb)
+                h = self._run(stage, h, emb, context)
                 skips.append(h)
             if level.resample is not None:
                 h = level.resample(h)
                 skips.append(h)
         for stage in self.middle:
-            h = self._run(stage, h, emb)
+            h = self._run(stage, h, emb, context)
         for level in self.up_levels:
             for stage in level.stages:
-                h = self._run(stage, torch.cat([h, skips.pop()], dim=1), emb)
+                h = self._run(stage, torch.cat([h, skips.pop()], dim=1), emb, context)
             if level.resample is not None:
                 h = level.resample(h)
         return self.output_conv(F.silu(self.output_norm(h)))
