@@ -39,20 +39,47 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # 8x8 digits, class-conditional (condition dropout on), a tiny UNet without dropout, 50 timesteps.
 BASE = [
-    "data.name=digits", "data.conditional=true", "model.type=unet", "model.base_channels=8",
-    "model.channel_mults=[1]", "model.num_res_blocks=1", "model.num_groups=4", "model.dropout=0.0",
-    "diffusion.timesteps=50", "train.lr=0.01", "train.lr_schedule=constant", "train.warmup_steps=1",
-    "train.log_every=2", "train.checkpoint_every=2", "train.minutes=null", "train.progress=false",
-    "train.tensorboard=false", "train.device=cpu", "sample.sampler=ddim", "sample.steps=5",
+    "data.name=digits",
+    "data.conditional=true",
+    "model.type=unet",
+    "model.base_channels=8",
+    "model.channel_mults=[1]",
+    "model.num_res_blocks=1",
+    "model.num_groups=4",
+    "model.dropout=0.0",
+    "diffusion.timesteps=50",
+    "train.lr=0.01",
+    "train.lr_schedule=constant",
+    "train.warmup_steps=1",
+    "train.log_every=2",
+    "train.checkpoint_every=2",
+    "train.minutes=null",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "train.device=cpu",
+    "sample.sampler=ddim",
+    "sample.steps=5",
 ]
 # The DDP run also writes TensorBoard logs and sample grids (rank 0 only).
 WRITERS = ["train.tensorboard=true", "train.sample_every=2"]
-SAMPLE = ["--num-samples", "40", "--batch-size", "16", "--sampler", "ddpm", "--steps", "5", "--guidance", "2",
-          "--seed", "3"]
+SAMPLE = [
+    "--num-samples",
+    "40",
+    "--batch-size",
+    "16",
+    "--sampler",
+    "ddpm",
+    "--steps",
+    "5",
+    "--guidance",
+    "2",
+    "--seed",
+    "3",
+]
 
 # Run by torchrun on every rank: an audit hook notes what this process writes under WATCH, then the
 # commands run one after the other in one process group (torchrun starts one group per launch).
-WORKER = r'''
+WORKER = r"""
 import json, os, sys
 
 commands, watch, report = json.loads(open(sys.argv[1]).read())
@@ -95,7 +122,7 @@ finally:
     with open(os.path.join(report, "writes_rank%s.json" % os.environ["RANK"]), "w") as file:
         json.dump(writes, file)
 sys.exit(code)
-'''
+"""
 
 
 def _free_port() -> int:
@@ -117,11 +144,27 @@ def _torchrun(folder: Path, commands: list[list[str]], watch: Path, nproc: int =
         if any(name == "lo" for _, name in socket.if_nameindex()):
             env["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only: no network needed
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(worker), str(spec),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(worker),
+        str(spec),
     ]
     process = subprocess.Popen(
-        command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        command,
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     try:
@@ -162,14 +205,19 @@ def _checkpoint(run: Path) -> dict:
     return load_checkpoint(run / "checkpoints" / "last.pt")
 
 
-def _assert_same_weights(a: dict, b: dict, atol: float = 1e-4) -> None:
-    """Model and EMA weights equal up to float summation order (lr 0.01: atol is 1% of a step)."""
+def _assert_same_weights(a: dict, b: dict, atol: float = 1e-4, label: str = "") -> None:
+    """Model and EMA weights equal up to float summation order (lr 0.01: atol is 1% of a step).
+
+    Prints the largest difference (``pytest -s`` shows it)."""
+    largest = 0.0
     for key in ("model", "ema"):
         first = a[key] if key == "model" else a[key]["model"]
         second = b[key] if key == "model" else b[key]["model"]
         assert first.keys() == second.keys()
         for name in first:
             torch.testing.assert_close(first[name], second[name], rtol=0, atol=atol, msg=f"{key}.{name}")
+            largest = max(largest, (first[name].double() - second[name].double()).abs().max().item())
+    print(f"\nsame weights{label}: max |difference| over model and EMA {largest:.2e}")
 
 
 def test_two_processes_take_the_steps_of_one_process_with_the_global_batch(runs):
@@ -177,7 +225,7 @@ def test_two_processes_take_the_steps_of_one_process_with_the_global_batch(runs)
     assert two["step"] == one["step"] == 2
     assert two["samples_seen"] == one["samples_seen"] == 32  # counted over all processes
     assert two["batches"] == one["batches"] == {"epoch": 0, "sample_in_epoch": 32}
-    _assert_same_weights(one, two)
+    _assert_same_weights(one, two, label=" (2 processes x batch b vs 1 process x batch 2b)")
     assert two["ema"]["num_updates"] == one["ema"]["num_updates"]
     # The logged loss is the mean over all ranks.
     assert two["last_metrics"]["loss"] == pytest.approx(one["last_metrics"]["loss"], rel=1e-5)
@@ -205,14 +253,14 @@ def test_resume_with_another_number_of_processes_continues_the_same_run(runs):
     # 1 process for 2 steps, then 2 processes (batch 8 each, derived from the global batch 16) for 2 more.
     one_then_two = _checkpoint(runs.runs / "c")
     assert one_then_two["config"]["train"]["batch_size"] == 8 and one_then_two["step"] == 4
-    _assert_same_weights(straight, one_then_two)
+    _assert_same_weights(straight, one_then_two, label=" (resume: 1 then 2 processes vs 1 throughout)")
     # 2 processes for 2 steps, then 1 process (batch 16) for 2 more.
     shutil.copytree(runs.runs / "b", runs.root / "b1")
     config = load_config(None, ["train.steps=4"])
     train_run(config, runs.root / "b1", resume=True, report=False)
     two_then_one = _checkpoint(runs.root / "b1")
     assert two_then_one["config"]["train"]["batch_size"] == 16 and two_then_one["step"] == 4
-    _assert_same_weights(straight, two_then_one)
+    _assert_same_weights(straight, two_then_one, label=" (resume: 2 then 1 processes vs 1 throughout)")
     assert two_then_one["batches"] == one_then_two["batches"] == straight["batches"]
 
 

@@ -14,6 +14,10 @@ Structure, for L = len(channel_mults) levels with C_l = base_channels * channel_
   at level 0;
 - output: GroupNorm -> SiLU -> zero-initialised 3x3 conv.
 
+Text-conditional models can also cross-attend (``text_cross_attention``): each attention block then
+follows its self-attention with attention from the pixels to the string's character tokens (Rombach et
+al. 2022), so that each region of the image can look up the character it should draw.
+
 Residual block: GroupNorm -> SiLU -> Conv3x3 -> time embedding -> GroupNorm -> SiLU -> Dropout ->
 zero-initialised Conv3x3, plus a 1x1 conv on the skip when the width changes. The time embedding is
 added to the features (Ho et al.), or with ``scale_shift=True`` applied FiLM-style after the second norm,
