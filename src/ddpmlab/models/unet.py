@@ -319,10 +319,10 @@ class UNet(nn.Module):
         text_charset, text_length, text_token_dim, text_pooling: options of the
             :class:`~ddpmlab.models.embeddings.TextEmbedding` for ``condition="text"``.
         text_cross_attention: with ``condition="text"``, every attention block (those of
-            ``attention_levels`` and the middle one) also cross-attends to the
-            string's character tokens (:class:`CrossAttention`), besides the pooled text embedding added
-            to the time embedding. Lets the pixels pick their character: much faster to learn legible
-            text than the pooled embedding alone.
+            ``attention_levels`` and the middle one) also cross-attends to the string's character
+            tokens (:class:`CrossAttention`), besides the pooled text embedding added to the time
+            embedding: each region of the image can look up the character it should draw, instead of
+            decoding positions from one pooled vector (the way text-to-image models condition).
         scale_shift: FiLM-style time conditioning (True) or additive (False, Ho et al.).
         num_groups: GroupNorm groups; every level's width must be divisible by it.
         gradient_checkpointing: recompute each stage's activations in the backward pass (less memory,
