@@ -19,7 +19,7 @@ from ddpmlab.models import (
     count_parameters,
     sinusoidal_embedding,
 )
-from ddpmlab.models.unet import CrossAttention
+from ddpmlab.models.unet import COORDINATE_FREQUENCIES, CrossAttention, coordinate_features
 
 CHARSET = "0123456789abcdef"
 
@@ -444,6 +444,8 @@ def test_cross_attention_matches_an_explicit_softmax():
     block = perturb(CrossAttention(channels=8, context_dim=6, num_heads=2, num_groups=4)).double()
     x, context = torch.randn(2, 8, 3, 5, dtype=torch.float64), torch.randn(2, 4, 6, dtype=torch.float64)
     pixels = block.norm(x).flatten(2).transpose(1, 2)  # [B, 15, 8]
+    coordinates = coordinate_features(3, 5, COORDINATE_FREQUENCIES).double()  # row-major [15, 24]
+    pixels = pixels + coordinates @ block.position.weight.T + block.position.bias
     q = pixels @ block.query.weight.T + block.query.bias
     k, v = (context @ block.key_value.weight.T + block.key_value.bias).split(8, dim=-1)
     heads = []
@@ -454,6 +456,16 @@ def test_cross_attention_matches_an_explicit_softmax():
     out = torch.cat(heads, dim=-1) @ block.projection.weight.T + block.projection.bias
     expected = x + out.transpose(1, 2).reshape(2, 8, 3, 5)
     torch.testing.assert_close(block(x, context), expected, atol=1e-12, rtol=0)
+
+
+def test_coordinate_features_are_relative_positions():
+    small, large = coordinate_features(2, 3, 4), coordinate_features(4, 6, 4)
+    assert small.shape == (6, 16) and large.shape == (24, 16)
+    # pixel (row 0, column 1) of 2x3: u = 1.5 / 3 = 0.5, v = 0.25; first frequency pi
+    torch.testing.assert_close(small[1, [0, 4, 8, 12]], torch.tensor([1.0, 0.0, 2**-0.5, 2**-0.5]))
+    assert torch.unique(small, dim=0).shape[0] == 6  # every pixel distinct
+    # the same relative position gives the same features at any size: the centre of a 3x3 and of a 1x1
+    torch.testing.assert_close(coordinate_features(3, 3, 4)[4], coordinate_features(1, 1, 4)[0])
 
 
 def test_cross_attention_starts_as_the_identity():

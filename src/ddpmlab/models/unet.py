@@ -30,6 +30,7 @@ paper: 35.7M).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -190,8 +191,31 @@ class AttentionBlock(nn.Module):
         return x + out.contiguous(memory_format=_memory_format(x))
 
 
+COORDINATE_FREQUENCIES = 6
+
+
+def coordinate_features(height: int, width: int, num_frequencies: int, device=None) -> torch.Tensor:
+    """Sinusoidal features of each pixel's position, [H*W, 4 * num_frequencies], row-major.
+
+    With u = (column + 0.5) / W and v = (row + 0.5) / H in (0, 1) and f_k = pi * 2**k, the features are
+    [sin(u f_k), cos(u f_k), sin(v f_k), cos(v f_k)] over k: relative positions, so the same for any
+    image size (a character slot is "the second fifth of the width" at 32x96 and at 64x192 alike).
+    """
+    frequencies = math.pi * 2.0 ** torch.arange(num_frequencies, device=device, dtype=torch.float32)
+    u = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+    v = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
+    u, v = u.repeat(height)[:, None] * frequencies, v.repeat_interleave(width)[:, None] * frequencies
+    return torch.cat([u.sin(), u.cos(), v.sin(), v.cos()], dim=1)
+
+
 class CrossAttention(nn.Module):
-    """Residual multi-head attention from pixels to context tokens: x + out(attn(q(norm x), k(c), v(c))).
+    """Residual multi-head attention from pixels to context tokens:
+    x + out(attn(q(norm x + pos), k(c), v(c))).
+
+    The queries also see where the pixel is (``pos``: a learned projection of
+    :func:`coordinate_features`): convolutional features hardly know their position, and without it a
+    pixel cannot tell which character of a string belongs at its place (measured: the captcha model drew
+    the requested characters in scrambled order).
 
     Shapes: x [B, C, H, W], context [B, L, context_dim] -> [B, C, H, W]. The output projection starts at
     zero, so a new block is the identity until it has learned something.
@@ -201,6 +225,7 @@ class CrossAttention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.norm = nn.GroupNorm(num_groups, channels)
+        self.position = nn.Linear(4 * COORDINATE_FREQUENCIES, channels)
         self.query = nn.Linear(channels, channels)
         self.key_value = nn.Linear(context_dim, 2 * channels)
         self.projection = _zero_init(nn.Linear(channels, channels))
@@ -211,6 +236,8 @@ class CrossAttention(nn.Module):
         if context.ndim != 3 or context.shape[0] != batch:
             raise ValueError(f"context must be [{batch}, L, dim], got {list(context.shape)}")
         h = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]
+        coordinates = coordinate_features(height, width, COORDINATE_FREQUENCIES, x.device).to(h.dtype)
+        h = h + self.position(coordinates)  # [HW, C] broadcast over the batch
         q = self.query(h).view(batch, -1, heads, head_dim).transpose(1, 2)  # [B, heads, HW, d]
         k, v = self.key_value(context.to(h.dtype)).view(batch, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, -1, channels)
