@@ -39,47 +39,20 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # 8x8 digits, class-conditional (condition dropout on), a tiny UNet without dropout, 50 timesteps.
 BASE = [
-    "data.name=digits",
-    "data.conditional=true",
-    "model.type=unet",
-    "model.base_channels=8",
-    "model.channel_mults=[1]",
-    "model.num_res_blocks=1",
-    "model.num_groups=4",
-    "model.dropout=0.0",
-    "diffusion.timesteps=50",
-    "train.lr=0.01",
-    "train.lr_schedule=constant",
-    "train.warmup_steps=1",
-    "train.log_every=2",
-    "train.checkpoint_every=2",
-    "train.minutes=null",
-    "train.progress=false",
-    "train.tensorboard=false",
-    "train.device=cpu",
-    "sample.sampler=ddim",
-    "sample.steps=5",
+    "data.name=digits", "data.conditional=true", "model.type=unet", "model.base_channels=8",
+    "model.channel_mults=[1]", "model.num_res_blocks=1", "model.num_groups=4", "model.dropout=0.0",
+    "diffusion.timesteps=50", "train.lr=0.01", "train.lr_schedule=constant", "train.warmup_steps=1",
+    "train.log_every=2", "train.checkpoint_every=2", "train.minutes=null", "train.progress=false",
+    "train.tensorboard=false", "train.device=cpu", "sample.sampler=ddim", "sample.steps=5",
 ]
 # The DDP run also writes TensorBoard logs and sample grids (rank 0 only).
 WRITERS = ["train.tensorboard=true", "train.sample_every=2"]
-SAMPLE = [
-    "--num-samples",
-    "40",
-    "--batch-size",
-    "16",
-    "--sampler",
-    "ddpm",
-    "--steps",
-    "5",
-    "--guidance",
-    "2",
-    "--seed",
-    "3",
-]
+SAMPLE = ["--num-samples", "40", "--batch-size", "16", "--sampler", "ddpm", "--steps", "5", "--guidance", "2",
+          "--seed", "3"]
 
 # Run by torchrun on every rank: an audit hook notes what this process writes under WATCH, then the
 # commands run one after the other in one process group (torchrun starts one group per launch).
-WORKER = r"""
+WORKER = r'''
 import json, os, sys
 
 commands, watch, report = json.loads(open(sys.argv[1]).read())
@@ -122,7 +95,7 @@ finally:
     with open(os.path.join(report, "writes_rank%s.json" % os.environ["RANK"]), "w") as file:
         json.dump(writes, file)
 sys.exit(code)
-"""
+'''
 
 
 def _free_port() -> int:
@@ -144,27 +117,11 @@ def _torchrun(folder: Path, commands: list[list[str]], watch: Path, nproc: int =
         if any(name == "lo" for _, name in socket.if_nameindex()):
             env["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only: no network needed
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        str(nproc),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(worker),
-        str(spec),
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
+        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(worker), str(spec),
     ]
     process = subprocess.Popen(
-        command,
-        cwd=folder,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )
     try:
