@@ -246,11 +246,14 @@ class TextEmbedding(ConditionEncoder):
         null condition "" are tokens too (id 0), so the unconditional branch has a context as well."""
         return self.character_embedding(self.tokenize(cond)) + self.position_embedding
 
-    def forward(self, cond: Sequence[str]) -> torch.Tensor:
-        tokens = self.tokens(cond)
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The embedding [B, dim] of the token features [B, length, token_dim] of :meth:`tokens`."""
         features = self.token_mlp(tokens)
         pooled = features.flatten(1) if self.pooling == "flatten" else features.mean(1)
         return self.head(pooled)
+
+    def forward(self, cond: Sequence[str]) -> torch.Tensor:
+        return self.pool(self.tokens(cond))
 
     def drop(self, cond: Sequence[str], p: float, generator: torch.Generator | None = None) -> list[str]:
         """A new list of strings with each replaced by "" with probability ``p``."""

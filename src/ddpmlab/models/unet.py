@@ -467,10 +467,23 @@ class UNet(nn.Module):
             return checkpoint(stage, h, emb, context, use_reentrant=False)
         return stage(h, emb, context)
 
-    def embed(self, t: torch.Tensor, cond: Any, batch: int, device: torch.device) -> torch.Tensor:
-        """Time (+ condition) embedding [B, 4 * base_channels], after SiLU, as every block consumes it."""
+    def embed(
+        self,
+        t: torch.Tensor,
+        cond: Any,
+        batch: int,
+        device: torch.device,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Time (+ condition) embedding [B, 4 * base_channels], after SiLU, as every block consumes it.
+
+        ``context``: the condition's tokens from :meth:`context`, when already computed (the pooled text
+        embedding is then taken from them instead of tokenizing the strings again)."""
         emb = self.time_embedding(batch_timesteps(t, batch, device))
-        cond_emb = embed_condition(self.condition_encoder, cond, batch, device)
+        if context is not None:
+            cond_emb = self.condition_encoder.pool(context)
+        else:
+            cond_emb = embed_condition(self.condition_encoder, cond, batch, device)
         if cond_emb is not None:
             emb = emb + cond_emb
         return F.silu(emb)
@@ -481,7 +494,10 @@ class UNet(nn.Module):
         if not self.text_cross_attention:
             return None
         encoder = self.condition_encoder
-        return encoder.tokens(encoder.null_batch(batch, device) if cond is None else cond)
+        tokens = encoder.tokens(encoder.null_batch(batch, device) if cond is None else cond)
+        if tokens.shape[0] != batch:
+            raise ValueError(f"got {tokens.shape[0]} conditions for a batch of {batch}")
+        return tokens
 
     def check_input(self, x_t: torch.Tensor) -> None:
         """Raise ValueError unless x_t is [B, in_channels, H, W] with H and W divisible as needed."""
@@ -500,8 +516,9 @@ class UNet(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
         """x_t [B, C, H, W], t int64 [B] (original timestep indices), cond or None -> [B, C_out, H, W]."""
         self.check_input(x_t)
-        emb = self.embed(t, cond, x_t.shape[0], x_t.device)
-        context = self.context(cond, x_t.shape[0], x_t.device)
+        batch, device = x_t.shape[0], x_t.device
+        context = self.context(cond, batch, device)  # text tokens once per call (None without cross-attn)
+        emb = self.embed(t, cond, batch, device, context)
         h = self.input_conv(x_t)
         skips = [h]
         for level in self.down_levels:
