@@ -391,6 +391,33 @@ def test_unet_channels_last_input_gives_the_same_output():
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
 
 
+def test_patch_size_is_an_inner_unet_between_pixel_unshuffle_and_pixel_shuffle():
+    """patch_size=p: the UNet runs on [B, C p^2, H/p, W/p] (each p x p patch as channels, as in the
+    "simple diffusion" stem of Hoogeboom et al. 2023) and folds its output back to [B, C, H, W]."""
+    patched = perturb(tiny_unet(patch_size=2, image_size=32, in_channels=3))
+    inner = tiny_unet(in_channels=12, image_size=16)  # the same network on the rearranged pixels
+    inner.load_state_dict(patched.state_dict())
+    x, t = torch.randn(2, 3, 16, 24), timesteps(2)
+    with torch.no_grad():
+        out = patched(x, t)
+        expected = torch.nn.functional.pixel_shuffle(inner(torch.nn.functional.pixel_unshuffle(x, 2), t), 2)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+    assert patched.downsampling_factor == 4
+    with pytest.raises(ValueError, match=r"divisible by 4, got 18x24"):
+        patched(torch.randn(1, 3, 18, 24), timesteps(1))
+
+
+def test_patch_size_shifts_the_attention_resolutions_and_is_validated():
+    by_resolution = tiny_unet(patch_size=2, image_size=32, attention_resolutions=[8])
+    assert [level.stages[0].attention is not None for level in by_resolution.down_levels] == [False, True]
+    with pytest.raises(ValueError, match=r"image_size must be divisible by 8 .*patch_size 4"):
+        tiny_unet(patch_size=4, image_size=36)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="patch_size must be a positive integer"):
+            tiny_unet(patch_size=bad)
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
     model = perturb(tiny_unet(dropout=0.1, condition="class", num_classes=3)).train()

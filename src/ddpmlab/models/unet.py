@@ -4,7 +4,7 @@ Structure, for L = len(channel_mults) levels with C_l = base_channels * channel_
 
 - time embedding: sinusoidal(t, base) -> Linear -> SiLU -> Linear, width 4 * base (Ho et al.), plus the
   condition embedding (class or text) when the model is conditional;
-- input 3x3 conv to ``base`` channels;
+- input 3x3 conv to ``base`` channels (after folding p x p patches into channels with ``patch_size`` p);
 - down path: at each level ``num_res_blocks`` residual blocks (each followed by self-attention at the
   attention levels), then a stride-2 conv except at the last level;
 - middle: residual block, self-attention, residual block;
@@ -12,7 +12,7 @@ Structure, for L = len(channel_mults) levels with C_l = base_channels * channel_
   concatenated with one saved output of the down path (every down-path output, the input conv's
   included, is used once: the skip connections of Ho et al.), then nearest upsampling + 3x3 conv except
   at level 0;
-- output: GroupNorm -> SiLU -> zero-initialised 3x3 conv.
+- output: GroupNorm -> SiLU -> zero-initialised 3x3 conv (then unfolding the patches).
 
 Text-conditional models can also cross-attend (``text_cross_attention``): each attention block then
 follows its self-attention with attention from the pixels to the string's character tokens (Rombach et
@@ -338,8 +338,8 @@ class UNet(nn.Module):
         head_dim: channels per attention head; the number of heads then follows from the width.
         dropout: dropout probability in the residual blocks (0.1 for CIFAR-10 in Ho et al.).
         image_size: the training image size. Inputs may have any height and width divisible by
-            2**(len(channel_mults) - 1) (the model is convolutional); ``image_size`` must be divisible
-            too, and it defines the pixel sizes of ``attention_resolutions``.
+            patch_size * 2**(len(channel_mults) - 1) (the model is convolutional); ``image_size`` must
+            be divisible too, and it defines the pixel sizes of ``attention_resolutions``.
         condition: None (unconditional), "class" or "text"; the condition embedding is added to the time
             embedding. ``cond=None`` to a conditional model means the null condition.
         num_classes: number of classes for ``condition="class"``.
@@ -354,6 +354,12 @@ class UNet(nn.Module):
         num_groups: GroupNorm groups; every level's width must be divisible by it.
         gradient_checkpointing: recompute each stage's activations in the backward pass (less memory,
             about 30% more compute); only while training with gradients enabled.
+        patch_size: p > 1 folds each p x p patch of pixels into channels before the input conv
+            (``pixel_unshuffle``: [B, C, H, W] -> [B, C p^2, H/p, W/p]) and unfolds the output the same
+            way (``pixel_shuffle``), so level 0 works at H/p x W/p: the "simple diffusion" stem of
+            Hoogeboom et al. 2023. Fewer, wider pixels cost far less on a CPU (the full-resolution
+            level of a narrow UNet is mostly memory traffic); ``image_size`` must then be divisible by
+            p * 2**(len(channel_mults) - 1), and ``attention_resolutions`` count the reduced pixels.
 
     Attributes:
         condition_encoder: the :class:`ClassEmbedding` / :class:`TextEmbedding`, or None.
@@ -385,23 +391,28 @@ class UNet(nn.Module):
         scale_shift: bool = True,
         num_groups: int = 32,
         gradient_checkpointing: bool = False,
+        patch_size: int = 1,
     ) -> None:
         super().__init__()
         channel_mults = tuple(channel_mults)
         _check_sizes(
-            in_channels, out_channels, base_channels, channel_mults, num_res_blocks, dropout, image_size
+            in_channels, out_channels, base_channels, channel_mults, num_res_blocks, dropout, image_size,
+            patch_size,
         )
         _check_groups(base_channels, channel_mults, num_groups)
         if condition not in CONDITION_KINDS:
             raise ValueError(f"unknown condition {condition!r}; choose one of None, 'class', 'text'")
-        levels = _attention_levels(attention_levels, attention_resolutions, image_size, len(channel_mults))
+        levels = _attention_levels(
+            attention_levels, attention_resolutions, image_size // patch_size, len(channel_mults)
+        )
         if text_cross_attention and condition != "text":
             raise ValueError("text_cross_attention needs condition='text'")
         self.text_cross_attention = bool(text_cross_attention)
         context_dim = text_token_dim if text_cross_attention else None
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
-        self.downsampling_factor = 2 ** (len(channel_mults) - 1)
+        self.patch_size = patch_size
+        self.downsampling_factor = patch_size * 2 ** (len(channel_mults) - 1)
         self.gradient_checkpointing = gradient_checkpointing
         widths = [base_channels * mult for mult in channel_mults]
         emb_dim = 4 * base_channels
@@ -423,14 +434,16 @@ class UNet(nn.Module):
             block = AttentionBlock(out_ch, heads, num_groups, context_dim) if attention else None
             return UNetStage(residual, block)
 
-        self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.input_conv = nn.Conv2d(in_channels * patch_size**2, base_channels, 3, padding=1)
         self.down_levels, skip_widths = self._build_down(widths, base_channels, num_res_blocks, levels, stage)
         self.middle = nn.ModuleList(
             [stage(widths[-1], widths[-1], True), stage(widths[-1], widths[-1], False)]
         )
         self.up_levels = self._build_up(widths, skip_widths, num_res_blocks, levels, stage)
         self.output_norm = nn.GroupNorm(num_groups, base_channels)
-        self.output_conv = _zero_init(nn.Conv2d(base_channels, self.out_channels, 3, padding=1))
+        self.output_conv = _zero_init(
+            nn.Conv2d(base_channels, self.out_channels * patch_size**2, 3, padding=1)
+        )
 
     @staticmethod
     def _build_down(widths, base_channels, num_res_blocks, attention_levels, stage):
@@ -519,7 +532,7 @@ class UNet(nn.Module):
         batch, device = x_t.shape[0], x_t.device
         context = self.context(cond, batch, device)  # text tokens once per call (None without cross-attn)
         emb = self.embed(t, cond, batch, device, context)
-        h = self.input_conv(x_t)
+        h = self.input_conv(F.pixel_unshuffle(x_t, self.patch_size) if self.patch_size > 1 else x_t)
         skips = [h]
         for level in self.down_levels:
             for stage in level.stages:
@@ -535,12 +548,15 @@ class UNet(nn.Module):
                 h = self._run(stage, torch.cat([h, skips.pop()], dim=1), emb, context)
             if level.resample is not None:
                 h = level.resample(h)
-        return self.output_conv(F.silu(self.output_norm(h)))
+        out = self.output_conv(F.silu(self.output_norm(h)))
+        return F.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out
 
 
 def _check_sizes(
-    in_channels, out_channels, base_channels, channel_mults, num_res_blocks, dropout, image_size
+    in_channels, out_channels, base_channels, channel_mults, num_res_blocks, dropout, image_size, patch_size=1
 ):
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+        raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
     for name, value in (("in_channels", in_channels), ("base_channels", base_channels)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
@@ -554,11 +570,11 @@ def _check_sizes(
         raise ValueError(f"num_res_blocks must be at least 1, got {num_res_blocks}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    factor = 2 ** (len(channel_mults) - 1)
+    factor = patch_size * 2 ** (len(channel_mults) - 1)
     if image_size < 1 or image_size % factor:
         raise ValueError(
-            f"image_size must be divisible by {factor} (2 ** (len(channel_mults) - 1) for "
-            f"{len(channel_mults)} levels), got {image_size}"
+            f"image_size must be divisible by {factor} (patch_size * 2 ** (len(channel_mults) - 1) for "
+            f"{len(channel_mults)} levels and patch_size {patch_size}), got {image_size}"
         )
 
 
