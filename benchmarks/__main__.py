@@ -35,6 +35,10 @@ BENCHMARKS = {
     ),
     "judge": ("mnist_judge.py", "a CNN trained on real MNIST that judges generated digits (train | judge)"),
     "classifier-guidance": ("classifier_guidance.py", "judge accuracy of classifier-guided mnist5k samples"),
+    "gpu": (
+        "gpu_speed.py",
+        "CIFAR-10 UNet on a GPU: train/sample speed vs diffusers, MFU, memory, loss (--smoke: CPU)",
+    ),
 }
 
 

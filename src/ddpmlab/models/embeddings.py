@@ -146,7 +146,11 @@ class ClassEmbedding(ConditionEncoder):
             raise ValueError(
                 f"class labels must be integers of shape [B], got {labels.dtype} {list(labels.shape)}"
             )
-        if labels.numel() and (labels.min() < 0 or labels.max() > self.num_classes):
+        # The range check reads the labels back to the host: on the CPU that is free, on a GPU it would
+        # stall every step (and break CUDA graphs and compiled graphs), where the embedding lookup's own
+        # device-side bounds check catches bad labels instead.
+        checkable = labels.device.type == "cpu" and not torch.compiler.is_compiling()
+        if checkable and labels.numel() and (labels.min() < 0 or labels.max() > self.num_classes):
             raise ValueError(
                 f"class labels must be in 0..{self.num_classes - 1} (or {self.num_classes} for no class), "
                 f"got values in {labels.min().item()}..{labels.max().item()}"
