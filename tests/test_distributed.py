@@ -130,7 +130,7 @@ def _torchrun(folder: Path, commands: list[list[str]], watch: Path, nproc: int =
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         pytest.fail(f"torchrun timed out:\n{output[-4000:]}")
-    assert process.returncode == 0, f"torchrun failed:\n{output[-4000:]}"
+    assert process.returncode == 0, f"torchrun failed:\n{output[-12000:]}"
     return {r: json.loads((folder / f"writes_rank{r}.json").read_text()) for r in range(nproc)}
 
 

@@ -248,3 +248,17 @@ def test_loader_batches_shard_across_ranks():
     assert not set(shares[0]) & set(shares[1])
     assert sorted(shares[0] + shares[1]) == list(range(16))
     assert math.isfinite(sum(shares[0]))
+
+
+def test_running_mean_keeps_tensors_on_their_device_until_pop():
+    """The Trainer adds the loss and grad norm as device tensors (no host sync per step); the mean is
+    read once per logging window."""
+    from ddpmlab.training.trainer import _RunningMean
+
+    mean = _RunningMean()
+    mean.add(torch.tensor(1.0, dtype=torch.float32))
+    mean.add(torch.tensor(2.0, dtype=torch.bfloat16), count=2)  # e.g. an autocast loss
+    mean.add(0.5)
+    assert isinstance(mean.total, torch.Tensor) and mean.total.dtype == torch.float64
+    assert mean.pop() == pytest.approx((1.0 + 2 * 2.0 + 0.5) / 4)
+    assert mean.pop() == 0.0 and mean.count == 0  # empty after a pop

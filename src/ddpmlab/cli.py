@@ -572,7 +572,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(
                 f"{args.command} runs in one process; under torchrun use {', '.join(DISTRIBUTED_COMMANDS)}"
             )
-        return args.handler(args)
+        code = args.handler(args)
+        # every rank finishes its last collective before any rank tears its connections down (a
+        # peer leaving mid-transfer can abort gloo's worker threads at exit)
+        distributed.barrier()
+        return code
     except KeyboardInterrupt:
         print("ddpmlab: interrupted", file=sys.stderr)
         return 130

@@ -86,15 +86,25 @@ class TrainState:
 
 
 class _RunningMean:
-    def __init__(self) -> None:
-        self.total, self.count = 0.0, 0
+    """The mean of the values added since the last ``pop``.
 
-    def add(self, value: float, count: int = 1) -> None:
-        self.total += value * count
+    Tensors (a loss, a gradient norm) are summed where they live: adding a GPU scalar does not wait
+    for the GPU, so a training step never stalls on its own metrics; the one read-back is in ``pop``,
+    once per logging window. Sums are float64 except on MPS (which has none).
+    """
+
+    def __init__(self) -> None:
+        self.total: float | torch.Tensor = 0.0
+        self.count = 0
+
+    def add(self, value: float | torch.Tensor, count: int = 1) -> None:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().to(torch.float32 if value.device.type == "mps" else torch.float64)
+        self.total = self.total + value * count
         self.count += count
 
     def pop(self) -> float:
-        mean = self.total / max(1, self.count)
+        mean = float(self.total) / max(1, self.count)
         self.total, self.count = 0.0, 0
         return mean
 
@@ -249,7 +259,7 @@ class Trainer:
         noise = randn((total, *x0.shape[1:]), generator, x0.device, x0.dtype)
         return t[self.rank :: world].to(x0.device), noise[self.rank :: world].contiguous()
 
-    def _micro_step(self, iterator) -> tuple[float, int]:
+    def _micro_step(self, iterator) -> tuple[torch.Tensor, int]:
         x0, labels = next(iterator)
         x0 = x0.to(self.device, non_blocking=True)
         cond = self._condition(labels)
@@ -257,11 +267,12 @@ class Trainer:
         with self._autocast():
             loss, extra = self.objective(self.forward_model, x0, cond, self.generator, t=t, noise=noise)
         for key, value in extra.items():
-            self._extra_means.setdefault(key, _RunningMean()).add(float(value))
+            self._extra_means.setdefault(key, _RunningMean()).add(value)
         self.scaler.scale(loss / self.config.grad_accum).backward()
-        return float(loss.detach()), x0.shape[0] * self.world_size  # samples of all ranks together
+        # the loss stays a device tensor (no host sync per step); it is read once per logging window
+        return loss.detach(), x0.shape[0] * self.world_size  # samples of all ranks together
 
-    def _optimizer_step(self) -> float:
+    def _optimizer_step(self) -> torch.Tensor:
         self.scaler.unscale_(self.optimizer)
         max_norm = self.config.grad_clip if self.config.grad_clip is not None else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters, max_norm)
@@ -270,7 +281,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.lr_scheduler.step()
         self.ema.update(self.model)
-        return float(grad_norm)
+        return grad_norm  # a device tensor, read once per logging window like the loss
 
     def _should_stop(self) -> bool:
         c = self.config
