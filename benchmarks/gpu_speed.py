@@ -15,6 +15,18 @@ pure Python: ``pip install --no-deps diffusers`` next to torch, numpy, huggingfa
 Give the command ~1.3x ``--budget-s`` of wall time: the budget is checked between rows, and a compile
 cannot be interrupted. A run cut short (``timeout`` sends SIGTERM) keeps every row written so far.
 
+On the project's lent GPU machine (torch present; no ddpmlab, no diffusers, no internet), one device call:
+first, here, ``.venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12
+--implementation cp --platform manylinux2014_x86_64 diffusers -d .venv/gpu-wheels`` (match the machine's
+Python), then run with ``carry=[".venv/gpu-wheels"]`` and a timeout of ~570 s::
+
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .venv/gpu-wheels/*.whl \
+      || exit 1; export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1; nvidia-smi -L;
+    timeout -k 15 540 python3 -m benchmarks gpu --budget-s 420 --out $OUT/gpu_speed 2>&1 \
+      | tee $OUT/gpu_speed.log
+
+and copy ``gpu_speed.json`` / ``.md`` from the returned files into ``benchmarks/results/``.
+
 Network: ``configs/cifar10.yaml`` (35.7M parameters: base 128, mults 1,2,2,2, 2 residual blocks,
 attention at 16x16, 1 head, dropout 0.1, additive time embedding), 3x32x32, batch 128; the CFG rows use
 ``configs/cifar10_cond.yaml`` (the same network plus a class embedding). diffusers' ``UNet2DModel`` is
