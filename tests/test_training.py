@@ -262,3 +262,29 @@ def test_running_mean_keeps_tensors_on_their_device_until_pop():
     assert isinstance(mean.total, torch.Tensor) and mean.total.dtype == torch.float64
     assert mean.pop() == pytest.approx((1.0 + 2 * 2.0 + 0.5) / 4)
     assert mean.pop() == 0.0 and mean.count == 0  # empty after a pop
+
+
+def test_ranks_agree_on_the_wall_clock_every_few_steps_only(tmp_path, monkeypatch):
+    """Under torchrun the ranks all-reduce 'out of time' (their clocks differ), but not every step: each
+    all-reduce would be a host round trip per GPU step. Checked at steps divisible by TIME_CHECK_EVERY."""
+    from ddpmlab.training import trainer as trainer_module
+
+    trainer = _trainer(tmp_path, steps=None)
+    trainer.config.minutes = 1.0
+    asked = []
+
+    def any_true(flag):
+        asked.append((trainer.state.step, flag))
+        return flag
+
+    monkeypatch.setattr(trainer_module.distributed, "any_true", any_true)
+    trainer.world_size = 2  # as if launched by torchrun (only _should_stop looks at it here)
+    trainer.state.elapsed_seconds = 61.0
+    for step in range(25):
+        trainer.state.step = step
+        stop = trainer._should_stop()
+        assert stop == (step % trainer_module.TIME_CHECK_EVERY == 0)
+    assert [step for step, _ in asked] == [0, 10, 20] and all(flag for _, flag in asked)
+    trainer.world_size = 1  # one process: its own clock, every step, no collective
+    trainer.state.step = 3
+    assert trainer._should_stop() and len(asked) == 3

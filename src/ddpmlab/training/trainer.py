@@ -85,6 +85,9 @@ class TrainState:
     last_metrics: dict[str, float] = field(default_factory=dict)
 
 
+TIME_CHECK_EVERY = 10  # steps between the ranks' agreements on train.minutes under torchrun
+
+
 class _RunningMean:
     """The mean of the values added since the last ``pop``.
 
@@ -290,9 +293,19 @@ class Trainer:
         if c.epochs is not None and getattr(self.batches, "batches_per_epoch", None):
             if self.batches.epoch >= c.epochs:
                 return True
-        # elapsed_seconds is the training wall clock of this run, earlier sessions included. Clocks
-        # differ between processes: all stop as soon as one is out of time.
-        return c.minutes is not None and distributed.any_true(self.state.elapsed_seconds >= c.minutes * 60)
+        if c.minutes is None:
+            return False
+        # elapsed_seconds is the training wall clock of this run, earlier sessions included.
+        out_of_time = self.state.elapsed_seconds >= c.minutes * 60
+        if self.world_size == 1:
+            return out_of_time
+        # Clocks differ between processes: all stop as soon as one is out of time, agreed through an
+        # all-reduce. Done every step, that all-reduce would stall each GPU step on a host round trip, so
+        # the ranks compare clocks every TIME_CHECK_EVERY steps (all at the same steps) and may overrun
+        # the limit by fewer steps than that.
+        if self.state.step % TIME_CHECK_EVERY:
+            return False
+        return distributed.any_true(out_of_time)
 
     def fit(self, until_step: int | None = None) -> TrainState:
         """Train until a stop condition is reached (or, if given, until optimizer step ``until_step``,
