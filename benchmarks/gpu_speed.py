@@ -30,8 +30,8 @@ and copy ``gpu_speed.json`` / ``.md`` from the returned files into ``benchmarks/
 Network: ``configs/cifar10.yaml`` (35.7M parameters: base 128, mults 1,2,2,2, 2 residual blocks,
 attention at 16x16, 1 head, dropout 0.1, additive time embedding), 3x32x32, batch 128; the CFG rows use
 ``configs/cifar10_cond.yaml`` (the same network plus a class embedding). diffusers' ``UNet2DModel`` is
-configured to the same network (:func:`diffusers_twin`; same parameter count) and, where the weights
-matter (sampling), holds the same weights (copied with ``diffusers_weights_for_ours`` of
+configured to the same network (``diffusers_twin`` of sampling_speed.py; same parameter count) and,
+where the weights matter (sampling), holds the same weights (copied with ``load_diffusers_weights`` of
 sampling_speed.py; the copy is checked: same outputs in fp32).
 
 Sections (``--sections``, run in this order):
@@ -86,7 +86,6 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -103,7 +102,7 @@ from ddpmlab.sampling import make_sampler
 from ddpmlab.training.ema import EMA
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sampling_speed import cpu_name, diffusers_scheduler, diffusers_weights_for_ours  # noqa: E402
+from sampling_speed import cpu_name, diffusers_scheduler, diffusers_twin, load_diffusers_weights  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -296,55 +295,6 @@ def build_ours(name: str, args, overrides: tuple[str, ...] = ()) -> nn.Module:
     size = image_size(name, args, config)
     info = DataInfo("image", (3, size, size), NUM_CLASSES[name])
     return build_model_for(config, info)
-
-
-def diffusers_twin(ours: nn.Module, size: int) -> nn.Module:
-    """diffusers' UNet2DModel configured to the same network as our UNet ``ours`` (see sampling_speed.py
-    for the correspondence of the blocks); the same parameter count."""
-    from diffusers import UNet2DModel
-
-    levels = ours.down_levels
-    widths = tuple(level.stages[0].residual.conv_1.out_channels for level in levels)
-    attention = [level.stages[0].attention is not None for level in levels]
-    blocks = [stage.attention for stage in ours.middle if stage.attention is not None]
-    blocks += [stage.attention for level in levels for stage in level.stages if stage.attention is not None]
-    head_dims = {block.qkv.out_channels // 3 // block.num_heads for block in blocks}
-    if len(head_dims) != 1 or ours.patch_size != 1 or ours.text_cross_attention:
-        raise ValueError(f"no UNet2DModel computes this UNet (head widths {sorted(head_dims)})")
-    residual = levels[0].stages[0].residual
-    encoder = ours.condition_encoder
-    return UNet2DModel(
-        sample_size=size,
-        in_channels=ours.in_channels,
-        out_channels=ours.out_channels,
-        block_out_channels=widths,
-        layers_per_block=len(levels[0].stages),
-        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
-        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
-        attention_head_dim=head_dims.pop(),
-        norm_num_groups=ours.output_norm.num_groups,
-        resnet_time_scale_shift="scale_shift" if residual.scale_shift else "default",
-        num_class_embeds=encoder.embedding.num_embeddings if encoder is not None else None,
-        dropout=residual.dropout.p,
-    )
-
-
-def copy_twin_weights(theirs: nn.Module, ours: nn.Module) -> None:
-    """Load diffusers' weights into our UNet (sampling_speed.py's mapping; an unconditional UNet has no
-    class embedding, so a placeholder one is mapped and dropped)."""
-    state = theirs.state_dict()
-    source = theirs
-    if ours.condition_encoder is None:
-        padded = {**state, "class_embedding.weight": torch.zeros(1)}
-        source = SimpleNamespace(state_dict=lambda: padded)
-    mapped = diffusers_weights_for_ours(source, ours)
-    if ours.condition_encoder is None:
-        mapped.pop("condition_encoder.embedding.weight")
-    missing, unexpected = ours.load_state_dict(mapped, strict=False)
-    # with scale_shift, diffusers' middle attention has no GroupNorm (ours keeps its identity weights)
-    allowed = {"middle.0.attention.norm.weight", "middle.0.attention.norm.bias"}
-    if unexpected or not set(missing) <= allowed:
-        raise RuntimeError(f"weight copy failed: missing {missing}, unexpected {unexpected}")
 
 
 def bypass_label_check(model: nn.Module) -> bool:
@@ -1209,7 +1159,7 @@ class SampleLoop:
         torch.manual_seed(args.seed)
         self.ours = build_ours(self.name, args).eval()
         self.theirs = diffusers_twin(self.ours, args.image_size).eval()
-        copy_twin_weights(self.theirs, self.ours)
+        load_diffusers_weights(self.theirs, self.ours)
         self.ours.to(ctx.device)
         self.theirs.to(ctx.device)
         batch = args.sample_batch

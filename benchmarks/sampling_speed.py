@@ -14,13 +14,14 @@ Contestants, in one process, float32, eval mode, the same batch and class labels
   ``ClassifierFreeGuidance`` (w = 3, null class 10) for the CFG rows. The initial noise and the DDPM
   noise come from one generator per seed block of 8 samples, as ``ddpmlab sample`` draws them
   (``--seed-block 0``: one generator for the batch, as diffusers).
-- diffusers: ``UNet2DModel`` configured like ``diffusers_unet(base)`` of unet_speed.py but with
-  ``num_class_embeds=11`` (the extra index 10 is the null class), driven by ``DDPMScheduler`` /
-  ``DDIMScheduler`` (linear betas, clip_sample=True, trailing spacing) in the usual diffusers loop under
-  ``torch.inference_mode()``: ``unet(x, t, class_labels=labels).sample`` then ``scheduler.step``; for
-  CFG the standard two-branch batched call on ``torch.cat([x, x])`` with ``[labels; null]``, then
-  ``uncond + w (cond - uncond)``. DDIM steps pass ``use_clipped_model_output=True`` (an option of
-  DDIMPipeline): eps is re-derived from the clipped x0, as our DDIMSampler does with clip_x0.
+- diffusers: ``UNet2DModel`` configured to the same network (``diffusers_twin``: ``diffusers_unet(base)``
+  of unet_speed.py but with ``num_class_embeds=11``, the extra index 10 being the null class), driven
+  by ``DDPMScheduler`` / ``DDIMScheduler`` (linear betas, clip_sample=True, trailing spacing) in the
+  usual diffusers loop under ``torch.inference_mode()``: ``unet(x, t, class_labels=labels).sample``
+  then ``scheduler.step``; for CFG the standard two-branch batched call on ``torch.cat([x, x])`` with
+  ``[labels; null]``, then ``uncond + w (cond - uncond)``. DDIM steps pass
+  ``use_clipped_model_output=True`` (an option of DDIMPipeline): eps is re-derived from the clipped x0,
+  as our DDIMSampler does with clip_x0.
 
 Same weights: diffusers' (seeded) initial weights are copied into our UNet, parameter by parameter. The
 one difference between the networks is the middle attention block: ours normalises its input with a
@@ -51,6 +52,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -71,24 +73,35 @@ TARGET = 1.3
 SHAPE = (1, 28, 28)
 
 
-def diffusers_unet(base: int) -> nn.Module:
-    """unet_speed.py's ``diffusers_unet(base)`` with one more class embedding: the null class."""
+def diffusers_twin(ours: nn.Module, size: int) -> nn.Module:
+    """diffusers' UNet2DModel configured to the same network as our UNet ``ours`` (the blocks correspond
+    as :func:`diffusers_weights_for_ours` maps them); the same parameter count. For ``our_unet(base)``
+    that is unet_speed.py's ``diffusers_unet(base)`` with one more class embedding: the null class."""
     from diffusers import UNet2DModel
 
-    widths = (base, 2 * base, 2 * base)
+    levels = ours.down_levels
+    widths = tuple(level.stages[0].residual.conv_1.out_channels for level in levels)
+    attention = [level.stages[0].attention is not None for level in levels]
+    blocks = [stage.attention for stage in ours.middle if stage.attention is not None]
+    blocks += [stage.attention for level in levels for stage in level.stages if stage.attention is not None]
+    head_dims = {block.qkv.out_channels // 3 // block.num_heads for block in blocks}
+    if len(head_dims) != 1 or ours.patch_size != 1 or ours.text_cross_attention:
+        raise ValueError(f"no UNet2DModel computes this UNet (head widths {sorted(head_dims)})")
+    residual = levels[0].stages[0].residual
+    encoder = ours.condition_encoder
     return UNet2DModel(
-        sample_size=28,
-        in_channels=1,
-        out_channels=1,
+        sample_size=size,
+        in_channels=ours.in_channels,
+        out_channels=ours.out_channels,
         block_out_channels=widths,
-        layers_per_block=2,
-        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        attention_head_dim=widths[-1] // HEADS,
-        norm_num_groups=32,
-        resnet_time_scale_shift="scale_shift",
-        num_class_embeds=NUM_CLASSES + 1,
-        dropout=0.1,
+        layers_per_block=len(levels[0].stages),
+        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
+        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
+        attention_head_dim=head_dims.pop(),
+        norm_num_groups=ours.output_norm.num_groups,
+        resnet_time_scale_shift="scale_shift" if residual.scale_shift else "default",
+        num_class_embeds=encoder.embedding.num_embeddings if encoder is not None else None,
+        dropout=residual.dropout.p,
     )
 
 
@@ -167,15 +180,35 @@ def diffusers_weights_for_ours(theirs: nn.Module, ours: nn.Module) -> dict[str, 
     return mapped
 
 
+def load_diffusers_weights(theirs: nn.Module, ours: nn.Module) -> list[str]:
+    """Load diffusers' weights into our UNet; returns our parameters diffusers has no copy of (with
+    scale_shift, the middle attention's GroupNorm, which keeps its identity weights). An unconditional
+    UNet has no class embedding: a placeholder one is mapped and dropped."""
+    source = theirs
+    if ours.condition_encoder is None:
+        padded = {**theirs.state_dict(), "class_embedding.weight": torch.zeros(1)}
+        source = SimpleNamespace(state_dict=lambda: padded)
+    mapped = diffusers_weights_for_ours(source, ours)
+    if ours.condition_encoder is None:
+        mapped.pop("condition_encoder.embedding.weight")
+    missing, unexpected = ours.load_state_dict(mapped, strict=False)
+    if unexpected or not set(missing) <= {"middle.0.attention.norm.weight", "middle.0.attention.norm.bias"}:
+        raise RuntimeError(f"weight transfer failed: missing {missing}, unexpected {unexpected}")
+    return list(missing)
+
+
 def build_models(base: int, seed: int) -> tuple[nn.Module, nn.Module, list[str]]:
     """(ours, diffusers) with the same weights, eval mode; and our parameters diffusers has no copy of."""
-    torch.manual_seed(seed)
-    theirs = diffusers_unet(base).eval()
     ours = our_unet(base).eval()
-    missing, unexpected = ours.load_state_dict(diffusers_weights_for_ours(theirs, ours), strict=False)
-    if unexpected or set(missing) != {"middle.0.attention.norm.weight", "middle.0.attention.norm.bias"}:
-        raise SystemExit(f"weight transfer failed: missing {missing}, unexpected {unexpected}")
-    return ours, theirs, list(missing)
+    torch.manual_seed(seed)  # diffusers' initial weights, which both networks then hold
+    theirs = diffusers_twin(ours, SHAPE[-1]).eval()
+    try:
+        missing = load_diffusers_weights(theirs, ours)
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
+    if set(missing) != {"middle.0.attention.norm.weight", "middle.0.attention.norm.bias"}:
+        raise SystemExit(f"weight transfer failed: missing {missing}")
+    return ours, theirs, missing
 
 
 def without_middle_norm(ours: nn.Module) -> nn.Module:
