@@ -5,6 +5,7 @@ From the repository root (the benchmarks need the dev extra: diffusers is their 
     .venv/bin/python -m benchmarks                       # list the benchmarks
     .venv/bin/python -m benchmarks training --no-write   # UNet training images/s against diffusers
     .venv/bin/python -m benchmarks sampling --no-write   # DDPM-1000 / DDIM-50 (+CFG) images/s vs diffusers
+    .venv/bin/python -m benchmarks profile --no-write    # where the time goes, by kind of op, vs diffusers
     .venv/bin/python -m benchmarks sampling --help       # each benchmark's own options
 
 ``--no-write`` measures your machine without overwriting the committed results in ``benchmarks/results/``.
@@ -32,6 +33,10 @@ BENCHMARKS = {
     "toy": (
         "toy.py",
         "toy configs: wall time of train + sample 10k, distance to the truth vs the noise floor",
+    ),
+    "profile": (
+        "cpu_profile.py",
+        "where the CPU time goes, by kind of op, ours vs diffusers; the ceiling of the speed ratio",
     ),
     "judge": ("mnist_judge.py", "a CNN trained on real MNIST that judges generated digits (train | judge)"),
     "classifier-guidance": ("classifier_guidance.py", "judge accuracy of classifier-guided mnist5k samples"),

@@ -1,0 +1,320 @@
+"""Where the CPU time goes: ddpmlab's UNet and diffusers' UNet2DModel, same network, by kind of operation.
+
+Run by hand (not a test; diffusers is a dev-only dependency):
+
+    .venv/bin/python -m benchmarks profile              # ~2 min on 2 idle cores, writes results/cpu_profile.*
+    .venv/bin/python -m benchmarks profile --no-write   # your machine, without touching the committed results
+
+Why it exists: the speed benchmarks (``training``, ``sampling``) compare the two implementations of one
+network and report a ratio; this one shows what bounds that ratio. Both networks run the same
+convolutions through the same oneDNN kernels, so a faster implementation can only win on the rest:
+normalisation, activations, attention, concatenations, copies, random numbers, the optimizer and the
+sampling loop itself. The report gives, for a training step and for one sampling step's forward pass:
+
+- the time per step of each kind of operation (``torch.profiler`` self CPU time of every aten op, grouped),
+  for ours and for diffusers;
+- the **ceiling**: diffusers' whole time over our convolution time, i.e. the ratio ours would reach if
+  everything but the convolutions cost nothing; and what our non-convolution time would have to fall to
+  for a target ratio (1.2x training, 1.3x sampling: the targets of the project's CPU speed issues);
+- the convolutions' throughput (their FLOPs, counted by ``torch.utils.flop_counter``, over their time)
+  against a large square matrix product on the same cores, the machine's practical float32 roof;
+- the sampling loop's own cost per step (ours vs diffusers' schedulers) with a stand-in network that
+  costs one multiplication, so that it is not hidden by the network's time.
+
+Configurations: the training step is unet_speed.py's (forward + MSE + backward + AdamW, train mode,
+dropout 0.1, batch ``--batch``); the sampling forward is sampling_speed.py's (eval mode, inference mode,
+the same weights in both networks, batch ``--batch`` and, for classifier-free guidance, twice that:
+both branches in one call). The profiler adds a little time per op to both contestants alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sampling_speed import (  # noqa: E402  (the benchmarks next to this file)
+    NULL_CLASS,
+    build_models,
+    cpu_name,
+    diffusers_loop,
+    diffusers_scheduler,
+    ours_loop,
+    ours_sampler,
+)
+from unet_speed import NUM_CLASSES, Contestant, diffusers_unet, our_unet  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHAPE = (1, 28, 28)
+TARGETS = {"training": 1.2, "sampling": 1.3}
+
+# Kinds of operation, matched against aten op names in this order (first match wins).
+CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("convolutions", ("convolution", "conv2d")),
+    ("matrix products (linear layers, 1x1 convs)", ("::mm", "::bmm", "addmm", "baddbmm", "matmul", "linear")),
+    ("attention kernel", ("scaled_dot_product", "flash_attention")),
+    ("group norm", ("group_norm",)),
+    ("SiLU", ("silu",)),
+    ("random numbers (dropout)", ("uniform_", "bernoulli", "normal_", "random_")),
+    ("concatenation and copies", ("::cat", "copy_", "_to_copy", "clone", "contiguous", "upsample", "::pad")),
+]
+OTHER = "elementwise and the rest (AdamW, adds, ...)"
+
+
+def category(op_name: str) -> str:
+    """The kind of operation an aten op (or an autograd node of one) belongs to."""
+    name = op_name.lower()
+    for kind, patterns in CATEGORIES:
+        if any(pattern in name for pattern in patterns):
+            return kind
+    return OTHER
+
+
+def profile_ms_per_step(step: Callable[[], object], steps: int) -> dict[str, float]:
+    """Milliseconds per call of ``step`` spent in each kind of operation (profiler self CPU time)."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    totals: dict[str, float] = {kind: 0.0 for kind, _ in CATEGORIES} | {OTHER: 0.0}
+    for event in prof.key_averages():
+        totals[category(event.key)] += event.self_cpu_time_total / 1000.0 / steps
+    return totals
+
+
+def convolution_gflop(step: Callable[[], object]) -> float:
+    """GFLOP of the convolutions (forward and, where it runs, backward) of one call of ``step``."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_flop_counts().get("Global", {})
+    return sum(count for op, count in flops.items() if "convolution" in str(op)) / 1e9
+
+
+def matmul_roof_gflops(size: int = 1536, repeats: int = 5) -> float:
+    """Float32 GFLOP/s of a large square matrix product on this machine's torch threads (best of runs)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def compare(
+    name: str, steps: dict[str, Callable[[], object]], warmup: int, timed: int, target: float
+) -> dict:
+    """Profile the steps of both contestants and compute the ceiling of the ratio ours / diffusers."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    # Interleave: ours, diffusers, ours, diffusers, ...: load from other processes falls on both alike.
+    sums: dict[str, dict[str, float]] = {who: {} for who in steps}
+    for _ in range(timed):
+        for who, step in steps.items():
+            for kind, ms in profile_ms_per_step(step, 1).items():
+                sums[who][kind] = sums[who].get(kind, 0.0) + ms / timed
+    ours, theirs = sums["ddpmlab"], sums["diffusers"]
+    ours_total, theirs_total = sum(ours.values()), sum(theirs.values())
+    conv = "convolutions"
+    gflop = {who: convolution_gflop(step) for who, step in steps.items()}
+    return {
+        "name": name,
+        "ms_per_step": sums,
+        "total_ms": {"ddpmlab": ours_total, "diffusers": theirs_total},
+        "ratio_ours_over_diffusers": theirs_total / ours_total,
+        "ceiling_if_only_convolutions_cost": theirs_total / ours[conv],
+        "target": target,
+        "our_non_convolution_ms": ours_total - ours[conv],
+        "our_non_convolution_ms_needed_for_target": theirs_total / target - ours[conv],
+        "convolution_gflop": gflop,
+        "convolution_gflops": {who: gflop[who] / (sums[who][conv] / 1000.0) for who in steps},
+    }
+
+
+def training_section(args) -> dict:
+    """One training step of unet_speed.py's contestants (different initial weights: timing only)."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "x": torch.randn(args.batch, *SHAPE, generator=g),
+        "t": torch.randint(0, 1000, (args.batch,), generator=g),
+        "labels": torch.randint(0, NUM_CLASSES, (args.batch,), generator=g),
+        "target": torch.randn(args.batch, *SHAPE, generator=g),
+    }
+    ours = Contestant("ddpmlab", our_unet(args.base), "ours", batch, channels_last=False)
+    theirs = Contestant("diffusers", diffusers_unet(args.base), "diffusers", batch, channels_last=False)
+    steps = {"ddpmlab": ours.step, "diffusers": theirs.step}
+    return compare(f"training step, batch {args.batch}", steps, args.warmup, args.steps, TARGETS["training"])
+
+
+def sampling_section(args, ours: nn.Module, theirs: nn.Module, guided: bool) -> dict:
+    """One network call of a sampling step (both CFG branches in one call when ``guided``)."""
+    batch = 2 * args.batch if guided else args.batch
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, *SHAPE, generator=g)
+    labels = torch.arange(batch) % NUM_CLASSES
+    if guided:
+        labels[args.batch :] = NULL_CLASS
+    t = torch.full((batch,), 500, dtype=torch.long)
+
+    def ours_step() -> torch.Tensor:
+        with torch.inference_mode():
+            return ours(x, t, labels)
+
+    def theirs_step() -> torch.Tensor:
+        with torch.inference_mode():
+            return theirs(x, t, class_labels=labels).sample
+
+    steps = {"ddpmlab": ours_step, "diffusers": theirs_step}
+    name = f"sampling step forward, batch {args.batch}" + (f" + CFG (one call of {batch})" if guided else "")
+    return compare(name, steps, args.warmup, args.steps, TARGETS["sampling"])
+
+
+class OneMultiply(nn.Module):
+    """A stand-in network costing one elementwise product, in both calling conventions."""
+
+    def forward(self, x: torch.Tensor, t, cond=None, class_labels=None):
+        out = x * 0.5
+        return SimpleNamespace(sample=out) if class_labels is not None else out
+
+
+def loop_overhead_section(args) -> dict:
+    """Milliseconds per step of the sampling loops themselves (the network costs one multiply)."""
+    labels = torch.arange(args.batch) % NUM_CLASSES
+    network, result = OneMultiply(), {}
+    seed_block = 8 if args.batch % 8 == 0 else 0  # as `ddpmlab sample` draws noise: one generator per 8
+    for kind, num_steps, timed in (("ddpm", 1000, 200), ("ddim", 50, 50)):
+        for guidance in (None, 3.0):
+            row = f"{kind.upper()}-{num_steps}" + (" + CFG" if guidance else "")
+            sampler, scheduler = ours_sampler(kind, num_steps), diffusers_scheduler(kind, num_steps)
+            ours_loop(sampler, network, labels, guidance, 0, seed_block, max_steps=5)  # warm-up
+            started = time.perf_counter()
+            ours_loop(sampler, network, labels, guidance, 0, seed_block, max_steps=timed)
+            ours_ms = (time.perf_counter() - started) * 1000 / timed
+            started = time.perf_counter()
+            diffusers_loop(scheduler, network, labels, guidance, 0, max_steps=timed)
+            theirs_ms = (time.perf_counter() - started) * 1000 / timed
+            result[row] = {"ddpmlab": ours_ms, "diffusers": theirs_ms}
+    return result
+
+
+def run(args) -> dict:
+    import diffusers
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    ours, theirs, _ = build_models(args.base, seed=0)
+    report = {
+        "machine": {
+            "cpu": cpu_name(),
+            "threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "matmul_roof_gflops": matmul_roof_gflops(),
+        },
+        "settings": {"base_channels": args.base, "batch": args.batch, "steps": args.steps},
+        "sections": [],
+    }
+    print(f"{report['machine']['cpu']}, {report['machine']['threads']} threads, torch {torch.__version__}")
+    for section in (
+        lambda: training_section(args),
+        lambda: sampling_section(args, ours, theirs, guided=False),
+        lambda: sampling_section(args, ours, theirs, guided=True),
+    ):
+        result = section()
+        report["sections"].append(result)
+        print(
+            f"{result['name']}: ours {result['total_ms']['ddpmlab']:.1f} ms, diffusers "
+            f"{result['total_ms']['diffusers']:.1f} ms, ratio {result['ratio_ours_over_diffusers']:.2f}x, "
+            f"ceiling {result['ceiling_if_only_convolutions_cost']:.2f}x"
+        )
+    report["loop_overhead_ms_per_step"] = loop_overhead_section(args)
+    return report
+
+
+def markdown(report: dict) -> str:
+    machine, settings = report["machine"], report["settings"]
+    lines = [
+        "# Where the CPU time goes: ddpmlab vs diffusers, same network",
+        "",
+        f"{machine['cpu']}, {machine['threads']} threads, Python {machine['python']}, "
+        f"torch {machine['torch']}, diffusers {machine['diffusers']}; float32. "
+        "Network: the MNIST benchmark configuration (1x28x28, "
+        f"base {settings['base_channels']}, mults 1,2,2, 2 blocks per level, attention at 7x7 + middle). "
+        f"Profiler self CPU time per aten op, grouped; mean of {settings['steps']} profiled calls per "
+        "contestant, interleaved. Produced by `python -m benchmarks profile` (benchmarks/cpu_profile.py).",
+        "",
+        f"Large float32 matrix product on these cores: **{machine['matmul_roof_gflops']:.0f} GFLOP/s** "
+        "(the practical roof for the convolutions below).",
+    ]
+    for section in report["sections"]:
+        ours, theirs = section["ms_per_step"]["ddpmlab"], section["ms_per_step"]["diffusers"]
+        lines += ["", f"## {section['name']}", ""]
+        lines += ["| kind of operation | ddpmlab ms | diffusers ms |", "|---|---:|---:|"]
+        for kind in ours:
+            lines.append(f"| {kind} | {ours[kind]:.1f} | {theirs[kind]:.1f} |")
+        total = section["total_ms"]
+        gflop, gflops = section["convolution_gflop"], section["convolution_gflops"]
+        lines += [
+            f"| **total** | **{total['ddpmlab']:.1f}** | **{total['diffusers']:.1f}** |",
+            "",
+            f"- Convolutions: {gflop['ddpmlab']:.2f} GFLOP (ours; our upsampling does the same with fewer "
+            f"multiply-adds) vs {gflop['diffusers']:.2f}, at {gflops['ddpmlab']:.0f} vs "
+            f"{gflops['diffusers']:.0f} GFLOP/s.",
+            f"- Ratio ours / diffusers (profiled): **{section['ratio_ours_over_diffusers']:.2f}x**; ceiling "
+            "if everything but our convolutions cost nothing: "
+            f"{section['ceiling_if_only_convolutions_cost']:.2f}x.",
+            f"- For {section['target']}x, our non-convolution time would have to fall from "
+            f"{section['our_non_convolution_ms']:.1f} ms to "
+            f"{section['our_non_convolution_ms_needed_for_target']:.1f} ms per step.",
+        ]
+    lines += [
+        "",
+        "## The sampling loops themselves (stand-in network: one multiply)",
+        "",
+        "| loop | ddpmlab ms/step | diffusers ms/step |",
+        "|---|---:|---:|",
+    ]
+    for row, ms in report["loop_overhead_ms_per_step"].items():
+        lines.append(f"| {row} | {ms['ddpmlab']:.2f} | {ms['diffusers']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--base", type=int, default=32, help="base channels (32: the MNIST configuration)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per contestant and section")
+    parser.add_argument("--steps", type=int, default=5, help="profiled calls per contestant and section")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's default)")
+    parser.add_argument("--out", default=str(RESULTS / "cpu_profile"), help="output path without suffix")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    if args.base % 32 or args.base <= 0 or args.batch <= 0 or args.steps <= 0 or args.warmup < 0:
+        parser.error("--base must be a positive multiple of 32 (32 groups); --batch, --steps positive")
+    report = run(args)
+    text = markdown(report)
+    print(text)
+    if not args.no_write:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        out.with_suffix(".md").write_text(text)
+        print(f"wrote {out.with_suffix('.md')} and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
