@@ -100,6 +100,71 @@ def test_resume_of_an_image_run_is_exact(tmp_path):
 def test_image_commands_refuse_bad_requests(mnist_run, tmp_path, capsys):
     assert main(["export", "--run", str(mnist_run), "--zip", str(tmp_path / "x.tar")]) == 2
     assert main(["sample", "--run", str(mnist_run), "--labels", "12", "--out", str(tmp_path / "x.npz")]) == 2
-    assert main(["sample", "--run", str(mnist_run), "--out", str(tmp_path / "x.gif")]) == 2
+    assert main(["sample", "--run", str(mnist_run), "--out", str(tmp_path / "x.tiff")]) == 2
+    assert main(["sample", "--run", str(mnist_run), "--frames", "1", "--out", str(tmp_path / "x.gif")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 3 and all(line.startswith("ddpmlab: error:") for line in errors)
+    assert len(errors) == 4 and all(line.startswith("ddpmlab: error:") for line in errors)
+    assert not (tmp_path / "x.gif").exists()
+
+
+def test_sample_gif_is_a_denoising_animation(mnist_run, tmp_path):
+    out = tmp_path / "denoising.gif"
+    assert main(["sample", "--run", str(mnist_run), "--num", "10", "--labels", "all", "--guidance", "3",
+                 "--sampler", "ddim", "--steps", "6", "--frames", "4", "--out", str(out)]) == 0
+    with Image.open(out) as gif:
+        assert gif.format == "GIF" and gif.n_frames == 4  # steps 0, 2, 4 of 6, then the final sample
+        width, height = gif.size
+        durations = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            durations.append(gif.info["duration"])
+    # x_t and x0 side by side: two grids of 10 rows (one per digit) of one 28-pixel digit, enlarged 2x.
+    assert width > 2 * 2 * 28 and height > 10 * 2 * 28
+    assert durations[:-1] == [100] * 3 and durations[-1] == 2000  # 10 fps, the final sample held 2 s
+
+
+def test_trajectory_starts_at_the_noise_and_ends_at_the_samples(mnist_run):
+    from ddpmlab.data.images import to_uint8
+    from ddpmlab.diffusion import randn
+    from ddpmlab.runs import make_run_sampler, open_run, sample_images, sample_trajectory, seed_generators
+
+    run = open_run(mnist_run, "cpu")
+    sampler = make_run_sampler(run, "ddim", 5, None)
+    trajectory = sample_trajectory(run, 12, sampler, frames=3, guidance=2.0, seed=4)
+    assert trajectory.x_t.shape == trajectory.x0.shape == (3, 12, 28, 28, 1)
+    assert trajectory.timesteps[0] == 49 and trajectory.timesteps[-1] == -1  # T = 50: noisiest first
+    assert trajectory.timesteps == sorted(trajectory.timesteps, reverse=True)
+    assert trajectory.steps == [0, 2, 5] and trajectory.num_steps == 5  # snapshot_steps(5, 3) = 0, 2, 5
+    noise = randn((16, 1, 28, 28), seed_generators(4, 0, 16, 8, torch.device("cpu")), None, torch.float32)
+    torch.testing.assert_close(trajectory.x_t[0], to_uint8(noise[:12]), rtol=0, atol=0)
+    images, labels = sample_images(run, 12, sampler, guidance=2.0, seed=4)
+    torch.testing.assert_close(trajectory.x_t[-1], images, rtol=0, atol=0)
+    assert trajectory.labels.tolist() == labels.tolist() == [i % 10 for i in range(12)]
+
+
+@pytest.mark.parametrize(
+    "num_steps, frames, expected",
+    [(6, 4, [0, 2, 4, 6]), (3, 40, [0, 1, 2, 3]), (1000, 2, [0, 1000]), (50, 40, None)],
+)
+def test_snapshot_steps_are_evenly_spaced_with_both_ends(num_steps, frames, expected):
+    from ddpmlab.runs import snapshot_steps
+
+    steps = snapshot_steps(num_steps, frames)
+    if expected is not None:
+        assert steps == expected
+    assert steps[0] == 0 and steps[-1] == num_steps and len(steps) == min(frames, num_steps + 1)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        snapshot_steps(num_steps, 1)
+
+
+def test_image_demo_writes_grid_zip_and_animation(tmp_path, capsys):
+    run = tmp_path / "demo"
+    assert main(["demo", "--config", "mnist5k", "--run", str(run), *TINY_UNET]) == 0
+    printed = capsys.readouterr().out
+    for name in ("demo_grid.png", "demo_samples.zip", "demo_denoising.gif"):
+        assert (run / name).exists() and str(run / name) in printed
+    assert Image.open(run / "demo_grid.png").size == (2 * (10 * 30 + 2),) * 2  # 10x10 digits, enlarged 2x
+    with zipfile.ZipFile(run / "demo_samples.zip") as z:
+        assert len(z.namelist()) == 64
+    with Image.open(run / "demo_denoising.gif") as gif:
+        assert gif.n_frames == 26  # DDIM 50 steps, every second one, and the final samples

@@ -283,11 +283,16 @@ def _add_sample(subparsers) -> None:
         help="sample from a trained run",
         description="Sample from a trained run (its EMA weights). --out decides the output: x.npz (arrays "
         "'images' uint8 [N, H, W, C] or 'samples' for toy data, and 'labels'), grid.png / grid.jpg (one "
-        "picture; one row per class with --labels all, one row per string with --text), or a folder (one "
+        "picture; one row per class with --labels all, one row per string with --text), x.gif (a denoising "
+        "animation: the noisy images beside the predicted clean images at --frames steps), or a folder (one "
         "file per image).",
     )
     _add_sampling_options(p)
-    p.add_argument("--out", required=True, help="samples.npz, grid.png or a folder")
+    p.add_argument("--out", required=True, help="samples.npz, grid.png, denoising.gif or a folder")
+    p.add_argument(
+        "--frames", type=int, default=40, help="frames of a .gif animation, evenly spaced steps (default 40)"
+    )
+    p.add_argument("--fps", type=int, default=10, help="frames per second of a .gif animation (default 10)")
     p.set_defaults(handler=_cmd_sample)
 
 
@@ -330,7 +335,19 @@ def _text_rows(num: int, count: int) -> tuple[int, int]:
 
 def _draw(args, run, num: int):
     """Sample ``num`` items from ``run`` with the command-line options; returns (samples, labels)."""
-    from ddpmlab.runs import class_grid_labels, make_run_sampler, sample_run, text_grid_labels
+    from ddpmlab.runs import sample_run
+
+    labels, sampler, classifier, classifier_scale = _sampling_request(args, run, num)
+    samples, used = sample_run(
+        run, num, sampler, args.guidance, labels, args.seed, args.batch_size, progress=True, distribute=True,
+        classifier=classifier, classifier_scale=classifier_scale,
+    )
+    return samples, used, sampler  # samples is None on ranks other than 0 under torchrun
+
+
+def _sampling_request(args, run, num: int):
+    """The command line's (labels, sampler, classifier or None, classifier scale) for ``num`` samples."""
+    from ddpmlab.runs import class_grid_labels, make_run_sampler, text_grid_labels
 
     texts = _parse_texts(args.text, run)
     classifier = _open_classifier(args, run)  # None without --classifier
@@ -347,11 +364,7 @@ def _draw(args, run, num: int):
         labels = text_grid_labels(texts, _text_rows(num, len(texts))[0])[:num]
     sampler = make_run_sampler(run, args.sampler, args.steps, args.eta)
     classifier_scale = 1.0 if args.classifier_scale is None else args.classifier_scale
-    samples, used = sample_run(
-        run, num, sampler, args.guidance, labels, args.seed, args.batch_size, progress=True, distribute=True,
-        classifier=classifier, classifier_scale=classifier_scale,
-    )
-    return samples, used, sampler  # samples is None on ranks other than 0 under torchrun
+    return labels, sampler, classifier, classifier_scale
 
 
 def _open_classifier(args, run):
@@ -383,8 +396,12 @@ def _cmd_sample(args) -> int:
     suffix = out.suffix.lower()
     if run.info.kind != "image" and suffix != ".npz":
         raise UsageError(f"--out for a {run.info.kind} run must be a .npz file, got {out}")
-    if run.info.kind == "image" and suffix not in ("", ".npz", ".png", ".jpg", ".jpeg"):
-        raise UsageError(f"--out must be a .npz file, a .png/.jpg grid or a folder, got {out}")
+    if run.info.kind == "image" and suffix not in ("", ".npz", ".png", ".jpg", ".jpeg", ".gif"):
+        raise UsageError(
+            f"--out must be a .npz file, a .png/.jpg grid, a .gif animation or a folder, got {out}"
+        )
+    if suffix == ".gif":
+        return _write_animation(args, run, num, texts, out)
     samples, labels, sampler = _draw(args, run, num)
     if samples is None:  # torchrun: rank 0 writes
         return 0
@@ -397,14 +414,51 @@ def _cmd_sample(args) -> int:
         if suffix == ".npz":
             save_npz(out, images=images, labels=labels)
         elif suffix in (".png", ".jpg", ".jpeg"):
-            labelled = run.conditional or args.classifier is not None
-            rows = run.info.num_classes if labelled and args.labels == "all" else None
-            if texts:
-                rows = _text_rows(num, len(texts))[1]
-            save_grid(images, out, rows=rows, scale=2 if images.shape[1] <= 32 else 1)
+            save_grid(images, out, rows=_grid_rows(args, run, num, texts), scale=_grid_scale(images))
         else:
             save_images(images, out, "png", labels)
     print(f"wrote {num} samples ({sampler!r}) to {out}")
+    return 0
+
+
+def _grid_rows(args, run, num: int, texts) -> int | None:
+    """Grid rows: one per class with --labels all, one per string with --text, else about square."""
+    if texts:
+        return _text_rows(num, len(texts))[1]
+    labelled = run.conditional or args.classifier is not None
+    return run.info.num_classes if labelled and args.labels == "all" else None
+
+
+def _grid_scale(images) -> int:
+    """Enlarge small images (MNIST, CIFAR) twice in pictures, so that they can be seen."""
+    return 2 if images.shape[-3] <= 32 else 1
+
+
+def _write_animation(args, run, num: int, texts, out: Path) -> int:
+    """``sample --out x.gif``: a denoising animation, x_t beside the predicted x0 at ``--frames`` steps."""
+    from ddpmlab import distributed
+    from ddpmlab.export import animation_frame, save_animation
+    from ddpmlab.runs import sample_trajectory
+
+    if args.frames < 2:
+        raise UsageError(f"--frames must be at least 2, got {args.frames}")
+    if args.fps <= 0:
+        raise UsageError(f"--fps must be positive, got {args.fps}")
+    if distributed.world_size() > 1:
+        raise UsageError("a .gif animation is drawn by one process: run it without torchrun")
+    labels, sampler, classifier, classifier_scale = _sampling_request(args, run, num)
+    trajectory = sample_trajectory(
+        run, num, sampler, args.frames, args.guidance, labels, args.seed, classifier, classifier_scale,
+        progress=True,
+    )
+    rows, scale = _grid_rows(args, run, num, texts), _grid_scale(trajectory.x_t)
+    frames = []
+    for index, (t, taken) in enumerate(zip(trajectory.timesteps, trajectory.steps)):
+        progress = f"step {taken}/{trajectory.num_steps}"
+        caption = f"{progress}: the sample" if t < 0 else f"{progress}, t = {t}"
+        frames.append(animation_frame(trajectory.x_t[index], trajectory.x0[index], caption, rows, scale))
+    save_animation(frames, out, fps=args.fps)
+    print(f"wrote a denoising animation of {num} samples, {len(frames)} frames ({sampler!r}) to {out}")
     return 0
 
 
@@ -510,16 +564,20 @@ def _cmd_demo(args) -> int:
     if (run_dir / "plots").exists() and not (run_dir / "samples").exists():
         print(f"demo finished: pictures in {run_dir / 'plots'}, metrics in {run_dir / 'eval.json'}")
         return 0
-    grid, archive = _demo_outputs(run_dir)
-    print(f"demo finished:\n  grid of samples: {grid}\n  64 images:       {archive}")
+    grid, archive, animation = _demo_outputs(run_dir)
+    print(
+        f"demo finished:\n  grid of samples: {grid}\n  64 images:       {archive}\n"
+        f"  denoising:       {animation}"
+    )
     return 0
 
 
-def _demo_outputs(run_dir: Path) -> tuple[Path, Path]:
-    """A 10x10 grid (one row per class, DDIM 50 steps, the run's guidance) and a zip of 64 images."""
+def _demo_outputs(run_dir: Path) -> tuple[Path, Path, Path]:
+    """A 10x10 grid (one row per class, DDIM 50 steps, the run's guidance), a zip of 64 images and a
+    denoising animation (two rows of samples, x_t beside the predicted x0)."""
     from ddpmlab.data.images import to_uint8
-    from ddpmlab.export import save_grid, save_zip
-    from ddpmlab.runs import class_grid_labels, make_run_sampler, open_run, sample_run
+    from ddpmlab.export import animation_frame, save_animation, save_grid, save_zip
+    from ddpmlab.runs import class_grid_labels, make_run_sampler, open_run, sample_run, sample_trajectory
 
     run = open_run(run_dir)
     sampler = make_run_sampler(run, "ddim", 50)
@@ -530,16 +588,25 @@ def _demo_outputs(run_dir: Path) -> tuple[Path, Path]:
         encoder = run.text_encoder
         texts = random_texts(10, encoder.charset, run.info.text_length or encoder.length, seed=0)
         labels, rows = text_grid_labels(texts, 10), 10
+        animated = text_grid_labels(texts[:2], 4)
     elif run.conditional:
         classes = min(run.info.num_classes, 10)
         labels, rows = class_grid_labels(classes, 10), classes
+        animated = [index % classes for index in range(2 * classes)]  # the classes in order, twice
     else:
-        labels, rows = None, 10
+        labels, rows, animated = None, 10, None
     samples, _ = sample_run(run, 100, sampler, labels=labels, seed=0, progress=True)
     grid = save_grid(to_uint8(samples), run_dir / "demo_grid.png", rows=rows, scale=2)
     images, used = sample_run(run, 64, sampler, seed=1, progress=True)
     archive = save_zip(to_uint8(images), run_dir / "demo_samples.zip", "png", used)
-    return grid, archive
+    num = 16 if animated is None else len(animated)
+    trajectory = sample_trajectory(run, num, sampler, frames=26, labels=animated, seed=2, progress=True)
+    frames = [
+        animation_frame(x_t, x0, f"step {taken}/{trajectory.num_steps}", rows=2, scale=_grid_scale(x_t))
+        for x_t, x0, taken in zip(trajectory.x_t, trajectory.x0, trajectory.steps)
+    ]
+    animation = save_animation(frames, run_dir / "demo_denoising.gif")
+    return grid, archive, animation
 
 
 # --------------------------------------------------------------------------------------------------

@@ -61,6 +61,48 @@ def save_grid(
     return path
 
 
+def animation_frame(
+    x_t: np.ndarray | torch.Tensor,
+    x0: np.ndarray | torch.Tensor,
+    caption: str,
+    rows: int | None = None,
+    scale: int = 1,
+) -> Image.Image:
+    """One frame of a denoising animation: the grid of x_t (left) beside the grid of the predicted x0
+    (right), uint8 images [N, H, W, C] each, under a one-line caption (e.g. the step and t)."""
+    from PIL import ImageDraw
+
+    left, right = _pil(grid_image(x_t, rows)), _pil(grid_image(x0, rows))
+    if scale > 1:
+        size = (left.width * scale, left.height * scale)
+        left, right = left.resize(size, Image.NEAREST), right.resize(size, Image.NEAREST)
+    gap, header = 8, 28
+    frame = Image.new(left.mode, (2 * left.width + gap, left.height + header), 255)
+    frame.paste(left, (0, header))
+    frame.paste(right, (left.width + gap, header))
+    draw = ImageDraw.Draw(frame)
+    ink = 0 if frame.mode == "L" else (0, 0, 0)
+    draw.text((2, 2), f"x_t   {caption}", fill=ink)
+    draw.text((left.width + gap + 2, 2), "predicted x0", fill=ink)
+    return frame
+
+
+def save_animation(
+    frames: Sequence[Image.Image], path: str | Path, fps: int = 10, hold_last_s: float = 2.0
+) -> Path:
+    """Write ``frames`` as an animated GIF that loops, the last frame held ``hold_last_s`` seconds."""
+    if not frames:
+        raise ValueError("an animation needs at least one frame")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    durations = [round(1000 / fps)] * (len(frames) - 1) + [round(1000 * max(hold_last_s, 1 / fps))]
+    first, *rest = frames
+    first.save(path, format="GIF", save_all=True, append_images=rest, duration=durations, loop=0)
+    return path
+
+
 def _file_names(n: int, image_format: str, labels: Sequence | None) -> list[str]:
     width = max(3, len(str(n - 1)))
     names = []

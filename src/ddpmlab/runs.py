@@ -373,23 +373,7 @@ def sample_run(
     """
     if num <= 0:
         raise ValueError(f"the number of samples must be positive, got {num}")
-    model: Any = run.model
-    if classifier is not None:
-        labels = _condition_batch(run, num, labels, seed, classifier.num_classes)
-    if run.conditional:
-        labels = _condition_batch(run, num, labels, seed)
-        scale = run.config.sample.guidance if guidance is None else guidance
-        encoder = getattr(run.model, "condition_encoder", None)
-        if encoder is None:
-            raise RunError("this run's model has no condition encoder")
-        if scale != 1.0:
-            model = ClassifierFreeGuidance(run.model, scale, encoder.null_condition)
-    elif labels is not None and classifier is None:
-        raise RunError("this run is unconditional: it takes no labels")
-    if classifier is not None:
-        from ddpmlab.classifier_runs import guide_with_classifier
-
-        model = guide_with_classifier(run, model, classifier, classifier_scale, labels)
+    model, labels = _guided_model(run, num, guidance, labels, seed, classifier, classifier_scale)
     block = default_seed_block(run.info)
     batch_size = batch_size or run.config.sample.batch_size
     batch_size = max(block, batch_size // block * block)
@@ -419,6 +403,120 @@ def sample_run(
         return None, labels
     samples = torch.cat(outputs)[:num]
     return samples, labels
+
+
+def _guided_model(
+    run: Run,
+    num: int,
+    guidance: float | None,
+    labels: Any,
+    seed: int,
+    classifier: Any,
+    classifier_scale: float,
+) -> tuple[Any, Any]:
+    """The model that sampling calls (with classifier-free and/or classifier guidance as asked) and
+    each of the ``num`` samples' condition (None for an unconditional run without a classifier)."""
+    model: Any = run.model
+    if classifier is not None:
+        labels = _condition_batch(run, num, labels, seed, classifier.num_classes)
+    if run.conditional:
+        labels = _condition_batch(run, num, labels, seed)
+        scale = run.config.sample.guidance if guidance is None else guidance
+        encoder = getattr(run.model, "condition_encoder", None)
+        if encoder is None:
+            raise RunError("this run's model has no condition encoder")
+        if scale != 1.0:
+            model = ClassifierFreeGuidance(run.model, scale, encoder.null_condition)
+    elif labels is not None and classifier is None:
+        raise RunError("this run is unconditional: it takes no labels")
+    if classifier is not None:
+        from ddpmlab.classifier_runs import guide_with_classifier
+
+        model = guide_with_classifier(run, model, classifier, classifier_scale, labels)
+    return model, labels
+
+
+@dataclass
+class Trajectory:
+    """Snapshots of the reverse process of an image run, for denoising animations.
+
+    Fields:
+        x_t: uint8 [F, N, H, W, C], the noisy images at ``timesteps`` (values beyond [-1, 1] clipped
+            for display), the first one the initial noise x_T.
+        x0: uint8 [F, N, H, W, C], the model's prediction of the clean images at the same steps.
+        timesteps: [F] original timestep indices t (T-1 ... 0); the last snapshot is the final sample
+            (x_t and x0 both hold it, with t = -1).
+        steps: [F] how many reverse steps had been taken at each snapshot (0 ... num_steps).
+        num_steps: the sampler's number of reverse steps.
+        labels: the samples' conditions (or None).
+    """
+
+    x_t: torch.Tensor
+    x0: torch.Tensor
+    timesteps: list[int]
+    steps: list[int]
+    num_steps: int
+    labels: Any
+
+
+def snapshot_steps(num_steps: int, frames: int) -> list[int]:
+    """``frames`` step numbers 0 .. num_steps (0 = before the first reverse step, num_steps = the
+    final sample), evenly spaced and always including both ends; fewer when there are fewer steps."""
+    if frames < 2:
+        raise ValueError(f"an animation needs at least 2 frames, got {frames}")
+    frames = min(frames, num_steps + 1)
+    return sorted({round(k * num_steps / (frames - 1)) for k in range(frames)})
+
+
+def sample_trajectory(
+    run: Run,
+    num: int,
+    sampler: Sampler,
+    frames: int = 40,
+    guidance: float | None = None,
+    labels: Any = None,
+    seed: int = 0,
+    classifier: Any = None,
+    classifier_scale: float = 1.0,
+    progress: bool = False,
+) -> Trajectory:
+    """Draw ``num`` images of an image run in one batch and keep ``frames`` snapshots of x_t and of the
+    predicted x0 along the way (see :class:`Trajectory`).
+
+    The noise comes from the same per-sample generators as :func:`sample_run`, so the final snapshot
+    holds the images ``sample_run`` draws with the same seed (exactly when ``num`` fits in one of its
+    batches; otherwise up to float rounding between batch sizes).
+    """
+    from ddpmlab.data.images import to_uint8
+
+    if run.info.kind != "image":
+        raise RunError(f"{run.run_dir} is a {run.info.kind} run, not an image run")
+    if num <= 0:
+        raise ValueError(f"the number of samples must be positive, got {num}")
+    model, labels = _guided_model(run, num, guidance, labels, seed, classifier, classifier_scale)
+    block = default_seed_block(run.info)
+    padded = -(-num // block) * block
+    generators = seed_generators(seed, 0, padded, block, run.device)
+    cond = None if labels is None else _slice_condition(labels, 0, padded, num, run.device)
+    keep = set(snapshot_steps(sampler.num_steps, frames))
+    x_t, x0, timesteps, taken = [], [], [], []
+    iterator = sampler.steps(model, (padded, *run.info.shape), cond, generators, device=run.device)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, total=sampler.num_steps, desc=type(sampler).__name__, leave=False)
+    for done, step in enumerate(iterator):
+        if done in keep:
+            x_t.append(to_uint8(step.x_t[:num].float()).cpu())  # clipped to [-1, 1] for display
+            x0.append(to_uint8(step.x0[:num].float()).cpu())
+            timesteps.append(int(step.timestep))
+            taken.append(done)
+    final = to_uint8(step.x_prev[:num].float()).cpu()
+    x_t.append(final)
+    x0.append(final)
+    timesteps.append(-1)
+    taken.append(sampler.num_steps)
+    return Trajectory(torch.stack(x_t), torch.stack(x0), timesteps, taken, sampler.num_steps, labels)
 
 
 def class_grid_labels(num_classes: int, per_class: int) -> torch.Tensor:
