@@ -76,14 +76,15 @@ def animation_frame(
     if scale > 1:
         size = (left.width * scale, left.height * scale)
         left, right = left.resize(size, Image.NEAREST), right.resize(size, Image.NEAREST)
-    gap, header = 8, 28
+    gap, header = 8, 30  # two lines of text: the caption, then each grid's title
     frame = Image.new(left.mode, (2 * left.width + gap, left.height + header), 255)
     frame.paste(left, (0, header))
     frame.paste(right, (left.width + gap, header))
     draw = ImageDraw.Draw(frame)
     ink = 0 if frame.mode == "L" else (0, 0, 0)
-    draw.text((2, 2), f"x_t   {caption}", fill=ink)
-    draw.text((left.width + gap + 2, 2), "predicted x0", fill=ink)
+    draw.text((2, 2), caption, fill=ink)
+    draw.text((2, 16), "x_t", fill=ink)
+    draw.text((left.width + gap + 2, 16), "predicted x0", fill=ink)
     return frame
 
 
