@@ -102,8 +102,9 @@ def test_image_commands_refuse_bad_requests(mnist_run, tmp_path, capsys):
     assert main(["sample", "--run", str(mnist_run), "--labels", "12", "--out", str(tmp_path / "x.npz")]) == 2
     assert main(["sample", "--run", str(mnist_run), "--out", str(tmp_path / "x.tiff")]) == 2
     assert main(["sample", "--run", str(mnist_run), "--frames", "1", "--out", str(tmp_path / "x.gif")]) == 2
+    assert main(["sample", "--run", str(mnist_run), "--num", "300", "--out", str(tmp_path / "x.gif")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 4 and all(line.startswith("ddpmlab: error:") for line in errors)
+    assert len(errors) == 5 and all(line.startswith("ddpmlab: error:") for line in errors)
     assert not (tmp_path / "x.gif").exists()
 
 
@@ -121,6 +122,11 @@ def test_sample_gif_is_a_denoising_animation(mnist_run, tmp_path):
     # x_t and x0 side by side: two grids of 10 rows (one per digit) of one 28-pixel digit, enlarged 2x.
     assert width > 2 * 2 * 28 and height > 10 * 2 * 28
     assert durations[:-1] == [100] * 3 and durations[-1] == 2000  # 10 fps, the final sample held 2 s
+    # Without --num: two samples per class with --labels all (20 here; the run's sample.num is 1000).
+    assert main(["sample", "--run", str(mnist_run), "--labels", "all", "--sampler", "ddim", "--steps", "2",
+                 "--out", str(out)]) == 0
+    with Image.open(out) as gif:
+        assert gif.n_frames == 3 and gif.size[1] > 10 * 2 * 28  # steps 0, 1 and the samples; 10 rows
 
 
 def test_trajectory_starts_at_the_noise_and_ends_at_the_samples(mnist_run):
@@ -157,7 +163,11 @@ def test_snapshot_steps_are_evenly_spaced_with_both_ends(num_steps, frames, expe
         snapshot_steps(num_steps, 1)
 
 
-def test_image_demo_writes_grid_zip_and_animation(tmp_path, capsys):
+def test_image_demo_writes_grid_zip_and_animation(tmp_path, capsys, monkeypatch):
+    import ddpmlab.runs
+
+    make_sampler = ddpmlab.runs.make_run_sampler  # the demo's DDIM 50 steps, cut to 5 for speed
+    monkeypatch.setattr(ddpmlab.runs, "make_run_sampler", lambda run, kind, steps: make_sampler(run, kind, 5))
     run = tmp_path / "demo"
     assert main(["demo", "--config", "mnist5k", "--run", str(run), *TINY_UNET]) == 0
     printed = capsys.readouterr().out
@@ -167,4 +177,4 @@ def test_image_demo_writes_grid_zip_and_animation(tmp_path, capsys):
     with zipfile.ZipFile(run / "demo_samples.zip") as z:
         assert len(z.namelist()) == 64
     with Image.open(run / "demo_denoising.gif") as gif:
-        assert gif.n_frames == 26  # DDIM 50 steps, every second one, and the final samples
+        assert gif.n_frames == 6  # 26 frames asked, but DDIM 5 steps: x_t before each step and the samples

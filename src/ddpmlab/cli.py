@@ -16,6 +16,7 @@ EXIT_USAGE = 2
 # What torchrun may launch with several processes (see ddpmlab.distributed); the rest runs in one.
 DISTRIBUTED_COMMANDS = ("train", "sample", "export")
 TEXT_PER_ROW = 8  # `sample --text a,b` without --num: one grid row of this many samples per string
+MAX_ANIMATED = 256  # samples in a .gif: drawn in one batch, and more would not be seen anyway
 
 
 class UsageError(Exception):
@@ -390,10 +391,10 @@ def _cmd_sample(args) -> int:
     _join_process_group(args.device)
     run = open_run(args.run, args.device)
     texts = _parse_texts(args.text, run)
-    num = args.num or (TEXT_PER_ROW * len(texts) if texts else run.config.sample.num)
+    suffix = out.suffix.lower()
+    num = args.num or _default_num(args, run, texts, animation=suffix == ".gif")
     if num <= 0:
         raise UsageError(f"--num must be positive, got {num}")
-    suffix = out.suffix.lower()
     if run.info.kind != "image" and suffix != ".npz":
         raise UsageError(f"--out for a {run.info.kind} run must be a .npz file, got {out}")
     if run.info.kind == "image" and suffix not in ("", ".npz", ".png", ".jpg", ".jpeg", ".gif"):
@@ -421,6 +422,17 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _default_num(args, run, texts, animation: bool) -> int:
+    """Samples to draw without --num: a row per string with --text; for a .gif, two per class with
+    --labels all or else 16; otherwise the run's ``sample.num``."""
+    if texts:
+        return TEXT_PER_ROW * len(texts)
+    if not animation:
+        return run.config.sample.num
+    labelled = run.conditional or args.classifier is not None
+    return 2 * run.info.num_classes if labelled and args.labels == "all" else 16
+
+
 def _grid_rows(args, run, num: int, texts) -> int | None:
     """Grid rows: one per class with --labels all, one per string with --text, else about square."""
     if texts:
@@ -444,6 +456,8 @@ def _write_animation(args, run, num: int, texts, out: Path) -> int:
         raise UsageError(f"--frames must be at least 2, got {args.frames}")
     if args.fps <= 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
+    if num > MAX_ANIMATED:
+        raise UsageError(f"a .gif animation shows at most {MAX_ANIMATED} samples, got --num {num}")
     if distributed.world_size() > 1:
         raise UsageError("a .gif animation is drawn by one process: run it without torchrun")
     labels, sampler, classifier, classifier_scale = _sampling_request(args, run, num)
