@@ -6,18 +6,20 @@ Run by hand (not a test; diffusers is a dev-only dependency):
     .venv/bin/python -m benchmarks profile --no-write   # your machine, without touching the committed results
 
 Why it exists: the speed benchmarks (``training``, ``sampling``) compare the two implementations of one
-network and report a ratio; this one shows what bounds that ratio. Both networks run the same
-convolutions through the same oneDNN kernels, so a faster implementation can only win on the rest:
-normalisation, activations, attention, concatenations, copies, random numbers, the optimizer and the
-sampling loop itself. The report gives, for a training step and for one sampling step's forward pass:
+network and report a ratio; this one shows what bounds that ratio. Both networks do their dense work,
+convolutions and matrix products, in the same oneDNN / BLAS kernels, so a faster implementation can only
+win by doing fewer FLOPs for the same function or on the rest: normalisation, activations, attention,
+concatenations, copies, random numbers, the optimizer and the sampling loop itself. The report gives,
+for a training step and for one sampling step's forward pass:
 
 - the time per step of each kind of operation (``torch.profiler`` self CPU time of every aten op, grouped),
   for ours and for diffusers;
-- the **ceiling**: diffusers' whole time over our convolution time, i.e. the ratio ours would reach if
-  everything but the convolutions cost nothing; and what our non-convolution time would have to fall to
-  for a target ratio (1.2x training, 1.3x sampling: the targets of the project's CPU speed issues);
-- the convolutions' throughput (their FLOPs, counted by ``torch.utils.flop_counter``, over their time)
-  against a large square matrix product on the same cores, the machine's practical float32 roof;
+- the **ceiling**: diffusers' whole time over our dense time (convolutions + matrix products: ours runs
+  its 1x1 convolutions as matrix products), i.e. the ratio ours would reach if everything else cost
+  nothing; and what our other time would have to fall to for a target ratio (1.2x training, 1.3x
+  sampling: the targets of the project's CPU speed issues);
+- the dense FLOPs (counted by ``torch.utils.flop_counter``) over the dense time, against a large square
+  matrix product on the same cores, the machine's practical float32 roof;
 - the sampling loop's own cost per step (ours vs diffusers' schedulers) with a stand-in network that
   costs one multiplication, so that it is not hidden by the network's time.
 
@@ -62,13 +64,20 @@ TARGETS = {"training": 1.2, "sampling": 1.3}
 # Kinds of operation, matched against aten op names in this order (first match wins).
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("convolutions", ("convolution", "conv2d")),
-    ("matrix products (linear layers, 1x1 convs)", ("::mm", "::bmm", "addmm", "baddbmm", "matmul", "linear")),
-    ("attention kernel", ("scaled_dot_product", "flash_attention")),
-    ("group norm", ("group_norm",)),
+    (
+        "matrix products (linear layers, 1x1 convs)",
+        ("::mm", "::bmm", "addmm", "baddbmm", "matmul", "::linear", "mmbackward"),
+    ),
+    ("attention kernel", ("scaled_dot_product", "scaleddotproduct", "flash_attention")),
+    ("group norm", ("group_norm", "groupnorm")),
     ("SiLU", ("silu",)),
     ("random numbers (dropout)", ("uniform_", "bernoulli", "normal_", "random_")),
-    ("concatenation and copies", ("::cat", "copy_", "_to_copy", "clone", "contiguous", "upsample", "::pad")),
+    (
+        "concatenation and copies",
+        ("::cat", "catbackward", "copy_", "_to_copy", "clone", "contiguous", "upsample", "::pad"),
+    ),
 ]
+DENSE = ("convolutions", "matrix products (linear layers, 1x1 convs)")
 OTHER = "elementwise and the rest (AdamW, adds, ...)"
 
 
@@ -92,12 +101,13 @@ def profile_ms_per_step(step: Callable[[], object], steps: int) -> dict[str, flo
     return totals
 
 
-def convolution_gflop(step: Callable[[], object]) -> float:
-    """GFLOP of the convolutions (forward and, where it runs, backward) of one call of ``step``."""
+def dense_gflop(step: Callable[[], object]) -> float:
+    """GFLOP of the convolutions and matrix products (forward and, where it runs, backward) of one call
+    of ``step`` (the attention kernel's FLOPs are not included)."""
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_flop_counts().get("Global", {})
-    return sum(count for op, count in flops.items() if "convolution" in str(op)) / 1e9
+    return sum(count for op, count in flops.items() if "convolution" in str(op) or "mm" in str(op)) / 1e9
 
 
 def matmul_roof_gflops(size: int = 1536, repeats: int = 5) -> float:
@@ -127,19 +137,20 @@ def compare(
                 sums[who][kind] = sums[who].get(kind, 0.0) + ms / timed
     ours, theirs = sums["ddpmlab"], sums["diffusers"]
     ours_total, theirs_total = sum(ours.values()), sum(theirs.values())
-    conv = "convolutions"
-    gflop = {who: convolution_gflop(step) for who, step in steps.items()}
+    dense_ms = {who: sum(sums[who][kind] for kind in DENSE) for who in steps}
+    gflop = {who: dense_gflop(step) for who, step in steps.items()}
     return {
         "name": name,
         "ms_per_step": sums,
         "total_ms": {"ddpmlab": ours_total, "diffusers": theirs_total},
         "ratio_ours_over_diffusers": theirs_total / ours_total,
-        "ceiling_if_only_convolutions_cost": theirs_total / ours[conv],
+        "dense_ms": dense_ms,
+        "ceiling_if_only_dense_ops_cost": theirs_total / dense_ms["ddpmlab"],
         "target": target,
-        "our_non_convolution_ms": ours_total - ours[conv],
-        "our_non_convolution_ms_needed_for_target": theirs_total / target - ours[conv],
-        "convolution_gflop": gflop,
-        "convolution_gflops": {who: gflop[who] / (sums[who][conv] / 1000.0) for who in steps},
+        "our_other_ms": ours_total - dense_ms["ddpmlab"],
+        "our_other_ms_needed_for_target": theirs_total / target - dense_ms["ddpmlab"],
+        "dense_gflop": gflop,
+        "dense_gflops": {who: gflop[who] / (dense_ms[who] / 1000.0) for who in steps},
     }
 
 
@@ -238,7 +249,7 @@ def run(args) -> dict:
         print(
             f"{result['name']}: ours {result['total_ms']['ddpmlab']:.1f} ms, diffusers "
             f"{result['total_ms']['diffusers']:.1f} ms, ratio {result['ratio_ours_over_diffusers']:.2f}x, "
-            f"ceiling {result['ceiling_if_only_convolutions_cost']:.2f}x"
+            f"ceiling {result['ceiling_if_only_dense_ops_cost']:.2f}x"
         )
     report["loop_overhead_ms_per_step"] = loop_overhead_section(args)
     return report
@@ -257,7 +268,8 @@ def markdown(report: dict) -> str:
         "contestant, interleaved. Produced by `python -m benchmarks profile` (benchmarks/cpu_profile.py).",
         "",
         f"Large float32 matrix product on these cores: **{machine['matmul_roof_gflops']:.0f} GFLOP/s** "
-        "(the practical roof for the convolutions below).",
+        "(the practical roof for the dense work below). Dense work: convolutions and matrix products "
+        "(ours runs its 1x1 convolutions as matrix products, diffusers as convolutions).",
     ]
     for section in report["sections"]:
         ours, theirs = section["ms_per_step"]["ddpmlab"], section["ms_per_step"]["diffusers"]
@@ -266,19 +278,19 @@ def markdown(report: dict) -> str:
         for kind in ours:
             lines.append(f"| {kind} | {ours[kind]:.1f} | {theirs[kind]:.1f} |")
         total = section["total_ms"]
-        gflop, gflops = section["convolution_gflop"], section["convolution_gflops"]
+        gflop, gflops, dense = section["dense_gflop"], section["dense_gflops"], section["dense_ms"]
         lines += [
             f"| **total** | **{total['ddpmlab']:.1f}** | **{total['diffusers']:.1f}** |",
             "",
-            f"- Convolutions: {gflop['ddpmlab']:.2f} GFLOP (ours; our upsampling does the same with fewer "
-            f"multiply-adds) vs {gflop['diffusers']:.2f}, at {gflops['ddpmlab']:.0f} vs "
-            f"{gflops['diffusers']:.0f} GFLOP/s.",
+            f"- Dense work: {gflop['ddpmlab']:.2f} GFLOP in {dense['ddpmlab']:.1f} ms (ours: the upsampling "
+            f"convolution runs at the input resolution) vs {gflop['diffusers']:.2f} GFLOP in "
+            f"{dense['diffusers']:.1f} ms: {gflops['ddpmlab']:.0f} vs {gflops['diffusers']:.0f} GFLOP/s.",
             f"- Ratio ours / diffusers (profiled): **{section['ratio_ours_over_diffusers']:.2f}x**; ceiling "
-            "if everything but our convolutions cost nothing: "
-            f"{section['ceiling_if_only_convolutions_cost']:.2f}x.",
-            f"- For {section['target']}x, our non-convolution time would have to fall from "
-            f"{section['our_non_convolution_ms']:.1f} ms to "
-            f"{section['our_non_convolution_ms_needed_for_target']:.1f} ms per step.",
+            "if everything but our dense work cost nothing: "
+            f"{section['ceiling_if_only_dense_ops_cost']:.2f}x.",
+            f"- For {section['target']}x, the rest of our time would have to fall from "
+            f"{section['our_other_ms']:.1f} ms to {section['our_other_ms_needed_for_target']:.1f} ms per "
+            f"step (diffusers' rest: {total['diffusers'] - dense['diffusers']:.1f} ms).",
         ]
     lines += [
         "",

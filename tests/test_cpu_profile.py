@@ -27,6 +27,10 @@ import cpu_profile  # noqa: E402
         ("autograd::engine::evaluate_function: ConvolutionBackward0", "convolutions"),
         ("aten::baddbmm", "matrix products (linear layers, 1x1 convs)"),
         ("aten::mm", "matrix products (linear layers, 1x1 convs)"),
+        ("autograd::engine::evaluate_function: BmmBackward0", "matrix products (linear layers, 1x1 convs)"),
+        ("aten::upsample_bilinear2d", "concatenation and copies"),
+        ("autograd::engine::evaluate_function: NativeGroupNormBackward0", "group norm"),
+        ("autograd::engine::evaluate_function: CatBackward0", "concatenation and copies"),
         ("aten::_scaled_dot_product_flash_attention_for_cpu", "attention kernel"),
         ("aten::native_group_norm_backward", "group norm"),
         ("aten::silu_backward", "SiLU"),
@@ -62,11 +66,14 @@ def test_profile_report_is_consistent(tmp_path):
             kinds = section["ms_per_step"][who]
             assert kinds["convolutions"] > 0 and all(ms >= 0 for ms in kinds.values())
             assert sum(kinds.values()) == pytest.approx(section["total_ms"][who])
-            assert section["convolution_gflop"][who] > 0
-        # Our convolutions take part of our time, so the ceiling lies above the measured ratio.
-        assert section["ceiling_if_only_convolutions_cost"] > section["ratio_ours_over_diffusers"] > 0
+            assert section["dense_gflop"][who] > 0
+            assert section["dense_ms"][who] == pytest.approx(
+                kinds["convolutions"] + kinds[cpu_profile.DENSE[1]]
+            )
+        # Our dense work takes part of our time, so the ceiling lies above the measured ratio.
+        assert section["ceiling_if_only_dense_ops_cost"] > section["ratio_ours_over_diffusers"] > 0
         # Ours does the nearest-neighbour upsampling's convolution at the low resolution: fewer FLOPs.
-        assert section["convolution_gflop"]["ddpmlab"] < section["convolution_gflop"]["diffusers"]
+        assert section["dense_gflop"]["ddpmlab"] < section["dense_gflop"]["diffusers"]
     training = report["sections"][0]["ms_per_step"]
     assert training["ddpmlab"]["random numbers (dropout)"] > 0  # dropout 0.1 in training mode
     assert set(report["loop_overhead_ms_per_step"]) == {

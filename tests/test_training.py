@@ -14,7 +14,7 @@ from ddpmlab.data.toy import GaussianMixture
 from ddpmlab.models import MLPDenoiser
 from ddpmlab.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ddpmlab.training.ema import EMA
-from ddpmlab.training.trainer import Trainer, lr_multiplier
+from ddpmlab.training.trainer import Trainer, lr_multiplier, make_adamw
 
 MIXTURE = GaussianMixture([[-2.0, 0.0], [2.0, 1.0]], [0.3, 0.5], [0.4, 0.6])
 
@@ -288,3 +288,46 @@ def test_ranks_agree_on_the_wall_clock_every_few_steps_only(tmp_path, monkeypatc
     trainer.world_size = 1  # one process: its own clock, every step, no collective
     trainer.state.step = 3
     assert trainer._should_stop() and len(asked) == 3
+
+
+def test_adamw_is_fused_where_torch_can_and_steps_like_the_reference():
+    """The trainer's AdamW (fused on the CPU since torch 2.4) takes the same steps as torch's
+    single-tensor reference, weight decay only where asked."""
+    torch.manual_seed(0)
+    weights, bias = torch.randn(6, 5), torch.randn(5)
+    gradients = [(torch.randn(6, 5), torch.randn(5)) for _ in range(3)]
+
+    def run(build):
+        w, b = weights.clone().requires_grad_(), bias.clone().requires_grad_()
+        optimizer = build([{"params": [w], "weight_decay": 0.1}, {"params": [b], "weight_decay": 0.0}])
+        for grad_w, grad_b in gradients:
+            w.grad, b.grad = grad_w.clone(), grad_b.clone()
+            optimizer.step()
+        return optimizer, w.detach(), b.detach()
+
+    optimizer, w, b = run(lambda groups: make_adamw(groups, lr=1e-2))
+    _, w_ref, b_ref = run(lambda groups: torch.optim.AdamW(groups, lr=1e-2, foreach=False))
+    torch.testing.assert_close(w, w_ref, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(b, b_ref, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(w, weights)
+    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+    assert bool(optimizer.defaults["fused"]) == ((major, minor) >= (2, 4))
+
+
+def test_adamw_falls_back_to_foreach_where_fused_is_refused(monkeypatch):
+    real_adamw = torch.optim.AdamW
+
+    def old_torch_adamw(params, **options):
+        optimizer = real_adamw(params, **options)  # writes its defaults into the groups, as torch < 2.4
+        if options.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be CUDA tensors")
+        return optimizer
+
+    monkeypatch.setattr(torch.optim, "AdamW", old_torch_adamw)
+    w = torch.randn(3, requires_grad=True)
+    optimizer = make_adamw([{"params": [w], "weight_decay": 0.0}], lr=1e-2)
+    assert optimizer.param_groups[0]["foreach"] and not optimizer.param_groups[0]["fused"]
+    before = w.detach().clone()
+    w.grad = torch.ones(3)
+    optimizer.step()
+    torch.testing.assert_close(w.detach(), before - 1e-2, rtol=0, atol=1e-6)  # Adam's first step: lr * sign

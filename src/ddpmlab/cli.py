@@ -17,6 +17,7 @@ EXIT_USAGE = 2
 DISTRIBUTED_COMMANDS = ("train", "sample", "export")
 TEXT_PER_ROW = 8  # `sample --text a,b` without --num: one grid row of this many samples per string
 MAX_ANIMATED = 256  # samples in a .gif: drawn in one batch, and more would not be seen anyway
+MAX_FPS = 50  # a GIF frame lasts whole 1/100 s; browsers show frames shorter than 2/100 s for 1/10 s
 
 
 class UsageError(Exception):
@@ -291,9 +292,14 @@ def _add_sample(subparsers) -> None:
     _add_sampling_options(p)
     p.add_argument("--out", required=True, help="samples.npz, grid.png, denoising.gif or a folder")
     p.add_argument(
-        "--frames", type=int, default=40, help="frames of a .gif animation, evenly spaced steps (default 40)"
+        "--frames",
+        type=int,
+        default=40,
+        help="frames of a .gif animation, evenly spaced steps (default 40); its samples are one batch",
     )
-    p.add_argument("--fps", type=int, default=10, help="frames per second of a .gif animation (default 10)")
+    p.add_argument(
+        "--fps", type=int, default=10, help="frames per second of a .gif animation, 1-50 (default 10)"
+    )
     p.set_defaults(handler=_cmd_sample)
 
 
@@ -430,7 +436,8 @@ def _default_num(args, run, texts, animation: bool) -> int:
     if not animation:
         return run.config.sample.num
     labelled = run.conditional or args.classifier is not None
-    return 2 * run.info.num_classes if labelled and args.labels == "all" else 16
+    classes = run.info.num_classes or 0  # 0 for text runs and unlabelled data
+    return 2 * classes if labelled and args.labels == "all" and classes > 0 else 16
 
 
 def _grid_rows(args, run, num: int, texts) -> int | None:
@@ -454,8 +461,10 @@ def _write_animation(args, run, num: int, texts, out: Path) -> int:
 
     if args.frames < 2:
         raise UsageError(f"--frames must be at least 2, got {args.frames}")
-    if args.fps <= 0:
-        raise UsageError(f"--fps must be positive, got {args.fps}")
+    if not 0 < args.fps <= MAX_FPS:
+        raise UsageError(f"--fps must be 1 to {MAX_FPS} (viewers slow faster GIFs down), got {args.fps}")
+    if args.batch_size is not None:
+        raise UsageError("--batch-size does not apply to a .gif: its samples are drawn as one batch")
     if num > MAX_ANIMATED:
         raise UsageError(f"a .gif animation shows at most {MAX_ANIMATED} samples, got --num {num}")
     if distributed.world_size() > 1:
