@@ -104,7 +104,8 @@ def test_image_commands_refuse_bad_requests(mnist_run, tmp_path, capsys):
     assert main(["sample", "--run", str(mnist_run), "--frames", "1", "--out", str(tmp_path / "x.gif")]) == 2
     assert main(["sample", "--run", str(mnist_run), "--num", "300", "--out", str(tmp_path / "x.gif")]) == 2
     assert main(["sample", "--run", str(mnist_run), "--fps", "60", "--out", str(tmp_path / "x.gif")]) == 2
-    assert main(["sample", "--run", str(mnist_run), "--batch-size", "4", "--out", str(tmp_path / "x.gif")]) == 2
+    gif = str(tmp_path / "x.gif")
+    assert main(["sample", "--run", str(mnist_run), "--batch-size", "4", "--out", gif]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 7 and all(line.startswith("ddpmlab: error:") for line in errors)
     assert not (tmp_path / "x.gif").exists()
