@@ -295,7 +295,8 @@ def _add_sample(subparsers) -> None:
         "--frames",
         type=int,
         default=40,
-        help="frames of a .gif animation, evenly spaced steps (default 40); its samples are one batch",
+        help="frames of a .gif animation, evenly spaced steps (default 40); its samples are one batch "
+        "(default --num: 16, or 2 per class with --labels all)",
     )
     p.add_argument(
         "--fps", type=int, default=10, help="frames per second of a .gif animation, 1-50 (default 10)"
