@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddpmlab.export import grid_image, save_grid, save_images, save_zip
+from ddpmlab.export import animation_frame, grid_image, save_animation, save_grid, save_images, save_zip
 
 
 def _images(n=6, h=5, w=4, c=1):
@@ -52,3 +52,26 @@ def test_grid_file_and_scale(tmp_path):
 def test_bad_requests(tmp_path, call, message):
     with pytest.raises(ValueError, match=message):
         call(tmp_path)
+
+
+@pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB")])
+def test_animation_frames_show_both_grids_and_the_gif_keeps_them(tmp_path, channels, mode):
+    rng = np.random.default_rng(0)
+    x_t = rng.integers(0, 256, (4, 8, 8, channels), dtype=np.uint8)
+    x0 = np.zeros_like(x_t)
+    frame = animation_frame(x_t, x0, "step 1/2, t = 500", rows=2, scale=2)
+    grid = grid_image(x_t, rows=2)  # 2 x 2 images of 8 pixels with 2-pixel padding: 22 x 22
+    assert frame.mode == mode and frame.size == (2 * 2 * grid.shape[1] + 8, 2 * grid.shape[0] + 30)
+    # the right grid (x0) is black where the images are, the left one (x_t) is not
+    pixels = np.asarray(frame.convert("L"))
+    left, right = pixels[30 + 4 : 30 + 20, 4:20], pixels[30 + 4 : 30 + 20, 2 * 22 + 8 + 4 : 2 * 22 + 8 + 20]
+    assert right.max() == 0 and left.std() > 30
+    last = animation_frame(x0, x0, "the sample", 2, 2)
+    path = save_animation([frame, frame.copy(), last], tmp_path / "a.gif")
+    with Image.open(path) as gif:
+        # the GIF writer merges identical consecutive frames, adding up their durations
+        assert gif.n_frames == 2 and gif.info["loop"] == 0 and gif.info["duration"] == 200
+        gif.seek(1)
+        assert gif.info["duration"] == 2000  # the last frame, held 2 s
+    with pytest.raises(ValueError, match="at least one frame"):
+        save_animation([], tmp_path / "b.gif")

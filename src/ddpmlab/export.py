@@ -91,7 +91,9 @@ def animation_frame(
 def save_animation(
     frames: Sequence[Image.Image], path: str | Path, fps: int = 10, hold_last_s: float = 2.0
 ) -> Path:
-    """Write ``frames`` as an animated GIF that loops, the last frame held ``hold_last_s`` seconds."""
+    """Write ``frames`` as an animated GIF that loops, the last frame held ``hold_last_s`` seconds.
+
+    Identical consecutive frames are merged by the GIF writer into one (their durations add up)."""
     if not frames:
         raise ValueError("an animation needs at least one frame")
     if fps <= 0:
