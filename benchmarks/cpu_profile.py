@@ -32,7 +32,6 @@ both branches in one call). The profiler adds a little time per op to both conte
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -55,7 +54,7 @@ from sampling_speed import (  # noqa: E402  (the benchmarks next to this file)
     ours_loop,
     ours_sampler,
 )
-from unet_speed import NUM_CLASSES, Contestant, diffusers_unet, our_unet  # noqa: E402
+from unet_speed import NUM_CLASSES, Contestant, diffusers_unet, our_unet, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPE = (1, 28, 28)
@@ -320,11 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(report)
     print(text)
     if not args.no_write:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        out.with_suffix(".md").write_text(text)
-        print(f"wrote {out.with_suffix('.md')} and .json")
+        write_report(args.out, report, text)
     return 0
 
 

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import statistics
@@ -64,7 +63,7 @@ from ddpmlab.sampling import DDIMSampler, DDPMSampler, Sampler
 from ddpmlab.schedules import make_schedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from unet_speed import HEADS, NUM_CLASSES, our_unet  # noqa: E402  (the training benchmark, next to this file)
+from unet_speed import HEADS, NUM_CLASSES, our_unet, write_report  # noqa: E402  (the training benchmark, next to this file)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NULL_CLASS = NUM_CLASSES  # our ClassEmbedding's extra row; diffusers gets num_class_embeds = 11
@@ -590,11 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(result)
     print(text)
     if not args.no_write:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-        out.with_suffix(".md").write_text(text)
-        print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+        write_report(args.out, result, text)
     return 0
 
 

@@ -84,6 +84,15 @@ def diffusers_unet(base: int) -> torch.nn.Module:
     )
 
 
+def write_report(out: str | Path, result: dict, text: str) -> None:
+    """Write a benchmark's results as ``out``.json (the data) and ``out``.md (the table), and say so."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(text)
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+
+
 def load_unet_class(path: str):
     """The ``UNet`` class of another copy of unet.py (e.g. an earlier commit's), for before/after runs."""
     spec = importlib.util.spec_from_file_location(f"unet_extra_{abs(hash(path))}", path)
@@ -339,11 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"runs": results}
     print(text)
     if not args.no_write:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-        out.with_suffix(".md").write_text(text)
-        print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+        write_report(args.out, result, text)
     return 0
 
 
