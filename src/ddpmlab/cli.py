@@ -436,17 +436,22 @@ def _default_num(args, run, texts, animation: bool) -> int:
         return TEXT_PER_ROW * len(texts)
     if not animation:
         return run.config.sample.num
-    labelled = run.conditional or args.classifier is not None
-    classes = run.info.num_classes or 0  # 0 for text runs and unlabelled data
-    return 2 * classes if labelled and args.labels == "all" and classes > 0 else 16
+    classes = _class_rows(args, run)
+    return 2 * classes if classes else 16
 
 
 def _grid_rows(args, run, num: int, texts) -> int | None:
     """Grid rows: one per class with --labels all, one per string with --text, else about square."""
     if texts:
         return _text_rows(num, len(texts))[1]
+    return _class_rows(args, run)
+
+
+def _class_rows(args, run) -> int | None:
+    """The number of classes when --labels all asks for one grid row per class (None otherwise, and for
+    text runs and unlabelled data, whose class count is 0)."""
     labelled = run.conditional or args.classifier is not None
-    return run.info.num_classes if labelled and args.labels == "all" else None
+    return (run.info.num_classes or None) if labelled and args.labels == "all" else None
 
 
 def _grid_scale(images) -> int:
@@ -457,7 +462,6 @@ def _grid_scale(images) -> int:
 def _write_animation(args, run, num: int, texts, out: Path) -> int:
     """``sample --out x.gif``: a denoising animation, x_t beside the predicted x0 at ``--frames`` steps."""
     from ddpmlab import distributed
-    from ddpmlab.export import animation_frame, save_animation
     from ddpmlab.runs import sample_trajectory
 
     if args.frames < 2:
@@ -475,15 +479,24 @@ def _write_animation(args, run, num: int, texts, out: Path) -> int:
         run, num, sampler, args.frames, args.guidance, labels, args.seed, classifier, classifier_scale,
         progress=True,
     )
-    rows, scale = _grid_rows(args, run, num, texts), _grid_scale(trajectory.x_t)
+    _save_denoising_gif(trajectory, out, _grid_rows(args, run, num, texts), args.fps)
+    frames = len(trajectory.steps)
+    print(f"wrote a denoising animation of {num} samples, {frames} frames ({sampler!r}) to {out}")
+    return 0
+
+
+def _save_denoising_gif(trajectory, path: Path, rows: int | None, fps: int = 10) -> Path:
+    """A GIF of a :class:`~ddpmlab.runs.Trajectory`: per snapshot, x_t beside the predicted x0 under the
+    step number and t (the last frame, the samples, held)."""
+    from ddpmlab.export import animation_frame, save_animation
+
+    scale = _grid_scale(trajectory.x_t)
     frames = []
     for index, (t, taken) in enumerate(zip(trajectory.timesteps, trajectory.steps)):
         progress = f"step {taken}/{trajectory.num_steps}"
         caption = f"{progress}: the sample" if t < 0 else f"{progress}, t = {t}"
         frames.append(animation_frame(trajectory.x_t[index], trajectory.x0[index], caption, rows, scale))
-    save_animation(frames, out, fps=args.fps)
-    print(f"wrote a denoising animation of {num} samples, {len(frames)} frames ({sampler!r}) to {out}")
-    return 0
+    return save_animation(frames, path, fps=fps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -600,7 +613,7 @@ def _demo_outputs(run_dir: Path) -> tuple[Path, Path, Path]:
     """A 10x10 grid (one row per class, DDIM 50 steps, the run's guidance), a zip of 64 images and a
     denoising animation (two rows of samples, x_t beside the predicted x0)."""
     from ddpmlab.data.images import to_uint8
-    from ddpmlab.export import animation_frame, save_animation, save_grid, save_zip
+    from ddpmlab.export import save_grid, save_zip
     from ddpmlab.runs import class_grid_labels, make_run_sampler, open_run, sample_run, sample_trajectory
 
     run = open_run(run_dir)
@@ -625,11 +638,7 @@ def _demo_outputs(run_dir: Path) -> tuple[Path, Path, Path]:
     archive = save_zip(to_uint8(images), run_dir / "demo_samples.zip", "png", used)
     num = 16 if animated is None else len(animated)
     trajectory = sample_trajectory(run, num, sampler, frames=26, labels=animated, seed=2, progress=True)
-    frames = [
-        animation_frame(x_t, x0, f"step {taken}/{trajectory.num_steps}", rows=2, scale=_grid_scale(x_t))
-        for x_t, x0, taken in zip(trajectory.x_t, trajectory.x0, trajectory.steps)
-    ]
-    animation = save_animation(frames, run_dir / "demo_denoising.gif")
+    animation = _save_denoising_gif(trajectory, run_dir / "demo_denoising.gif", rows=2)
     return grid, archive, animation
 
 

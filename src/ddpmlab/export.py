@@ -54,11 +54,16 @@ def save_grid(
     """Write a grid of uint8 images [N, H, W, C] as one PNG/JPG (``scale`` enlarges small images)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _grid_picture(images, rows, scale).save(path)
+    return path
+
+
+def _grid_picture(images: np.ndarray | torch.Tensor, rows: int | None, scale: int) -> Image.Image:
+    """:func:`grid_image` as a PIL image, enlarged ``scale`` times (nearest neighbour) when scale > 1."""
     picture = _pil(grid_image(images, rows))
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    picture.save(path)
-    return path
+    return picture
 
 
 def animation_frame(
@@ -72,10 +77,7 @@ def animation_frame(
     (right), uint8 images [N, H, W, C] each, under a one-line caption (e.g. the step and t)."""
     from PIL import ImageDraw
 
-    left, right = _pil(grid_image(x_t, rows)), _pil(grid_image(x0, rows))
-    if scale > 1:
-        size = (left.width * scale, left.height * scale)
-        left, right = left.resize(size, Image.NEAREST), right.resize(size, Image.NEAREST)
+    left, right = _grid_picture(x_t, rows, scale), _grid_picture(x0, rows, scale)
     gap, header = 8, 30  # two lines of text: the caption, then each grid's title
     frame = Image.new(left.mode, (2 * left.width + gap, left.height + header), 255)
     frame.paste(left, (0, header))

@@ -447,7 +447,6 @@ class Trajectory:
         timesteps: [F] original timestep indices t (T-1 ... 0); the last snapshot is the final sample
             (x_t and x0 both hold it, with t = -1).
         steps: [F] how many reverse steps had been taken at each snapshot (0 ... num_steps).
-        num_steps: the sampler's number of reverse steps.
         labels: the samples' conditions (or None).
     """
 
@@ -455,8 +454,12 @@ class Trajectory:
     x0: torch.Tensor
     timesteps: list[int]
     steps: list[int]
-    num_steps: int
     labels: Any
+
+    @property
+    def num_steps(self) -> int:
+        """The sampler's number of reverse steps (the last snapshot is taken after all of them)."""
+        return self.steps[-1]
 
 
 def snapshot_steps(num_steps: int, frames: int) -> list[int]:
@@ -516,7 +519,7 @@ def sample_trajectory(
     x0.append(final)
     timesteps.append(-1)
     taken.append(sampler.num_steps)
-    return Trajectory(torch.stack(x_t), torch.stack(x0), timesteps, taken, sampler.num_steps, labels)
+    return Trajectory(torch.stack(x_t), torch.stack(x0), timesteps, taken, labels)
 
 
 def class_grid_labels(num_classes: int, per_class: int) -> torch.Tensor:
