@@ -46,9 +46,8 @@ from pathlib import Path
 
 import torch
 
-from ddpmlab.classifier_runs import open_classifier
 from ddpmlab.data.images import to_uint8
-from ddpmlab.runs import make_run_sampler, open_run, read_metrics, sample_run
+from ddpmlab.runs import make_run_sampler, open_classifier, open_run, read_metrics, sample_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mnist_judge import judge_accuracy  # noqa: E402  (the separate judge, next to this file)

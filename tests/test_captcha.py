@@ -15,6 +15,7 @@ from PIL import Image
 
 from ddpmlab.cli import main
 from ddpmlab.config import ConfigError
+from ddpmlab.data.base import DataError
 from ddpmlab.data.batches import LoaderBatches
 from ddpmlab.data.captcha import (
     DEFAULT_CHARSET,
@@ -23,7 +24,7 @@ from ddpmlab.data.captcha import (
     random_texts,
     render_captcha,
 )
-from ddpmlab.data.images import DataError, build_image_dataset
+from ddpmlab.data.sources import build_image_dataset
 
 TINY_TEXT_RUN = [
     "data.charset=abcd", "data.length=2", "data.num_items=16", "data.height=16", "data.width=32",
@@ -202,10 +203,11 @@ def text_run(tmp_path_factory):
 
 def test_shipped_config_builds_a_text_conditional_unet(capsys):
     from ddpmlab.config import load_config
-    from ddpmlab.runs import build_data, build_model_for
+    from ddpmlab.data import build_data
+    from ddpmlab.runs import build_model_for
 
     config = load_config("configs/captcha.yaml")
-    _, info = build_data(config)
+    _, info = build_data(config.data, config.train.batch_size, config.train.seed)
     model = build_model_for(config, info)
     assert info.shape == (1, 32, 96) and (info.text_charset, info.text_length) == (DEFAULT_CHARSET, 5)
     assert model.condition_encoder.charset == DEFAULT_CHARSET and model.condition_encoder.length == 5

@@ -130,8 +130,8 @@ def test_train_classifier_writes_a_run(runs):
 
 
 def test_classifier_resume_is_exact(tmp_path):
-    from ddpmlab.classifier_runs import train_classifier_run
     from ddpmlab.config import load_config
+    from ddpmlab.runs import train_classifier_run
 
     overrides = [*TINY, "train.lr_schedule=constant"]
     straight = train_classifier_run(load_config("configs/mnist5k_classifier.yaml", overrides), tmp_path / "a")
@@ -171,8 +171,7 @@ def test_sample_and_export_with_a_classifier(runs, tmp_path):
 
 
 def test_scale_0_is_the_unguided_sampler_exactly(runs, tmp_path):
-    from ddpmlab.classifier_runs import open_classifier
-    from ddpmlab.runs import make_run_sampler, open_run, sample_run
+    from ddpmlab.runs import make_run_sampler, open_classifier, open_run, sample_run
 
     uncond, clf = runs
     run, classifier = open_run(uncond), open_classifier(clf)
@@ -214,8 +213,7 @@ class MeanPixelClassifier(torch.nn.Module):
 
 
 def test_guidance_by_a_known_classifier_moves_samples_the_expected_way(runs):
-    from ddpmlab.classifier_runs import ClassifierRun, guide_with_classifier
-    from ddpmlab.runs import make_run_sampler, open_run, sample_run
+    from ddpmlab.runs import ClassifierRun, guided_denoiser, make_run_sampler, open_run, sample_run
 
     uncond, _ = runs
     run = open_run(uncond)
@@ -225,7 +223,7 @@ def test_guidance_by_a_known_classifier_moves_samples_the_expected_way(runs):
     # classifier only (the unconditional model is called without them)
     x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     t, labels = torch.tensor([3, 10, 30, 49]), torch.tensor([0, 9, 2, 7])
-    guided = guide_with_classifier(run, run.model, classifier, 5.0, labels)
+    guided = guided_denoiser(run, None, classifier, 5.0, labels)
     with torch.no_grad():
         expected = run.model(x, t) - 5.0 * run.diffusion.coefficient(
             "sqrt_one_minus_alphas_cumprod", t, x) * hand_made.analytic_gradient(x, labels)

@@ -10,7 +10,7 @@ from PIL import Image
 
 import ddpmlab.plots
 from ddpmlab.cli import main
-from ddpmlab.data.images import build_image_dataset
+from ddpmlab.data.sources import build_image_dataset
 from ddpmlab.plots import forward_strips, forward_timesteps, plot_forward_images
 from ddpmlab.schedules import make_schedule
 

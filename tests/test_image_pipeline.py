@@ -167,10 +167,12 @@ def test_snapshot_steps_are_evenly_spaced_with_both_ends(num_steps, frames, expe
 
 
 def test_image_demo_writes_grid_zip_and_animation(tmp_path, capsys, monkeypatch):
-    import ddpmlab.runs
+    import ddpmlab.runs.demo
 
-    make_sampler = ddpmlab.runs.make_run_sampler  # the demo's DDIM 50 steps, cut to 5 for speed
-    monkeypatch.setattr(ddpmlab.runs, "make_run_sampler", lambda run, kind, steps: make_sampler(run, kind, 5))
+    make_sampler = ddpmlab.runs.demo.make_run_sampler  # the demo's DDIM 50 steps, cut to 5 for speed
+    monkeypatch.setattr(
+        ddpmlab.runs.demo, "make_run_sampler", lambda run, kind, steps: make_sampler(run, kind, 5)
+    )
     run = tmp_path / "demo"
     assert main(["demo", "--config", "mnist5k", "--run", str(run), *TINY_UNET]) == 0
     printed = capsys.readouterr().out

@@ -14,16 +14,18 @@ import torch
 from PIL import Image
 
 from ddpmlab.config import Config, ConfigError
-from ddpmlab.data.images import (
-    DataError,
-    ImageFolderDataset,
-    build_image_data,
-    build_image_dataset,
-    from_uint8,
-    image_dataset_names,
-    to_uint8,
-)
-from ddpmlab.runs import DataInfo, build_data
+from ddpmlab.data import DataInfo
+from ddpmlab.data import build_data as build_data_section
+from ddpmlab.data.images import DataError, ImageFolderDataset, from_uint8, to_uint8
+from ddpmlab.data.sources import build_image_dataset, image_dataset_names
+
+
+def build_data(config, rank=0, world_size=1):
+    """The data of a whole config, as training builds it."""
+    return build_data_section(config.data, config.train.batch_size, config.train.seed, rank, world_size)
+
+
+build_image_data = build_data
 
 # --------------------------------------------------------------------------------------------------
 # Fixture writers.

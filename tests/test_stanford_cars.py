@@ -12,7 +12,9 @@ import torch
 from PIL import Image
 
 from ddpmlab.config import ConfigError
-from ddpmlab.data.images import DataError, StanfordCarsDataset, build_image_dataset
+from ddpmlab.data.base import DataError
+from ddpmlab.data.cars import StanfordCarsDataset
+from ddpmlab.data.sources import build_image_dataset
 
 ANNOTATION_FIELDS = [("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"),
                      ("class", "O"), ("fname", "O")]

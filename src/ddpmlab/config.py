@@ -68,7 +68,12 @@ def _check_positive(
 
 @dataclass
 class DataConfig:
-    """Which data to train on. Keys not listed here are the dataset's own options (``options``)."""
+    """Which data to train on. Keys not listed here are the dataset's own options (``options``).
+
+    ``info`` is not set by users: training records the data's description there
+    (:class:`ddpmlab.data.DataInfo`: shape, classes, text charset, value range), so that a trained run
+    can be opened and sampled without its data. Training rebuilds it from the data every time.
+    """
 
     name: str = "mog1d"
     conditional: bool = False
@@ -77,11 +82,14 @@ class DataConfig:
     download: bool = False
     hflip: bool = False
     num_workers: int = 0
+    info: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError("data.name must be a dataset name")
+        if self.info is not None and not isinstance(self.info, dict):
+            raise ConfigError("data.info is the description a run records of its data; leave it out")
         _check_positive("data", "image_size", self.image_size, allow_none=True, integer=True)
 
 

@@ -350,6 +350,28 @@ class GaussianDiffusion:
             return clipped
         return clipped / (snr + 1.0)
 
+    def draw_t_and_noise(
+        self,
+        shape: tuple[int, ...] | torch.Size,
+        generator: torch.Generator | None,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        t: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The timesteps and noise of a training batch of ``shape`` [B, ...]: t ~ U{0, ..., T-1} [B]
+        (int64) then eps ~ N(0, I) (``shape``, ``dtype``), drawn in that order from ``generator`` (the
+        global RNG when None), each unless given; both returned on ``device``. Every training objective
+        draws through here, so runs on one or several processes draw the same numbers."""
+        if t is None:
+            t = torch.randint(
+                0, self.num_timesteps, (shape[0],), generator=generator, device=_gen_device(generator)
+            )
+        t = t.to(device)
+        if noise is None:
+            noise = randn(tuple(shape), generator, device, dtype)
+        return t, noise
+
     def training_loss(
         self,
         model: Callable[..., torch.Tensor],
@@ -368,14 +390,7 @@ class GaussianDiffusion:
         Args:
             x0: [B, ...] clean data; cond: the model's condition for each sample, or None.
         """
-        batch = x0.shape[0]
-        if t is None:
-            t = torch.randint(
-                0, self.num_timesteps, (batch,), generator=generator, device=_gen_device(generator)
-            )
-            t = t.to(x0.device)
-        if noise is None:
-            noise = randn(x0.shape, generator, x0.device, x0.dtype)
+        t, noise = self.draw_t_and_noise(x0.shape, generator, x0.device, x0.dtype, t, noise)
         x_t = self.q_sample(x0, t, noise)
         output = call_model(model, x_t, self.model_timesteps(t), cond)
         if output.shape != x0.shape:

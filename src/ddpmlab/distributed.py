@@ -35,6 +35,7 @@ __all__ = [
     "local_rank",
     "is_main",
     "barrier",
+    "resolve_device",
     "local_device",
     "all_mean",
     "any_true",
@@ -140,11 +141,29 @@ def barrier() -> None:
         dist.barrier()
 
 
+def resolve_device(name: str) -> torch.device:
+    """A device name as a ``torch.device``: ``auto`` -> ``cuda`` if available, else ``mps`` (Apple
+    GPUs) if available, else ``cpu``; any other name as torch spells it (``cpu``, ``cuda:1``, ``mps``).
+
+    Raises:
+        ValueError: a name torch does not know.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}") from None
+
+
 def local_device(name: str = "auto") -> torch.device:
     """The device of this process: ``auto`` and ``cuda`` mean ``cuda:LOCAL_RANK`` in a process group
-    (an explicit ``cuda:N`` is kept as given); otherwise as ``training.trainer.resolve_device``."""
-    from ddpmlab.training.trainer import resolve_device
-
+    (an explicit ``cuda:N`` is kept as given); otherwise as :func:`resolve_device`."""
     device = resolve_device(name)
     if device.type == "cuda" and device.index is None and is_initialized():
         device = torch.device("cuda", local_rank())

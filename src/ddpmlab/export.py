@@ -1,6 +1,6 @@
 """Writing generated images: grids, folders of files, zip archives for course submissions, npz arrays.
 
-All functions take uint8 images [N, H, W, C] (see :func:`ddpmlab.data.images.to_uint8`).
+Functions take uint8 images [N, H, W, C] (see :func:`ddpmlab.data.base.to_uint8`) unless they say otherwise.
 """
 
 from __future__ import annotations
@@ -14,7 +14,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["save_grid", "save_images", "save_zip", "save_npz", "grid_image", "IMAGE_FORMATS"]
+__all__ = [
+    "IMAGE_FORMATS",
+    "SAMPLE_SUFFIXES",
+    "grid_image",
+    "grid_tensor",
+    "grid_scale",
+    "save_grid",
+    "save_images",
+    "save_zip",
+    "save_npz",
+    "save_samples",
+    "animation_frame",
+    "save_animation",
+    "save_denoising_gif",
+]
 
 IMAGE_FORMATS = ("png", "jpg")
 
@@ -27,25 +41,32 @@ def _pil(image: np.ndarray) -> Image.Image:
 
 
 def grid_image(images: np.ndarray | torch.Tensor, rows: int | None = None, padding: int = 2) -> np.ndarray:
-    """Tile uint8 images [N, H, W, C] into one uint8 image, ``rows`` rows (default: about square).
+    """Tile uint8 images [N, H, W, C] into one uint8 image [H', W', C], ``rows`` rows (default: about
+    square), white gaps of ``padding`` pixels between and around them (``torchvision.utils.make_grid``).
 
     Images fill the grid row by row, so with ``rows`` = number of classes and images ordered
-    class by class, each row shows one class.
+    class by class, each row shows one class. Every grid of ddpmlab is made here.
     """
+    from torchvision.utils import make_grid
+
     images = torch.as_tensor(np.asarray(images))
     if images.ndim != 4 or images.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images [N, H, W, C], got {images.dtype} {list(images.shape)}")
-    n, h, w, c = images.shape
+    n, channels = images.shape[0], images.shape[-1]
     rows = rows or max(1, int(np.floor(np.sqrt(n))))
-    columns = -(-n // rows)
-    canvas = torch.full(
-        (rows * (h + padding) + padding, columns * (w + padding) + padding, c), 255, dtype=torch.uint8
-    )
-    for index in range(n):
-        r, col = divmod(index, columns)
-        top, left = padding + r * (h + padding), padding + col * (w + padding)
-        canvas[top : top + h, left : left + w] = images[index]
-    return canvas.numpy()
+    grid = make_grid(images.permute(0, 3, 1, 2), nrow=-(-n // rows), padding=padding, pad_value=255)
+    return grid[:channels].permute(1, 2, 0).contiguous().numpy()  # make_grid repeats grey to 3 channels
+
+
+def grid_tensor(images: np.ndarray | torch.Tensor, rows: int | None = None) -> torch.Tensor:
+    """:func:`grid_image` as float [C, H', W'] in [0, 1] (what TensorBoard's ``add_image`` takes)."""
+    return torch.from_numpy(grid_image(images, rows)).permute(2, 0, 1).float() / 255.0
+
+
+def grid_scale(images: np.ndarray | torch.Tensor) -> int:
+    """How many times to enlarge images in pictures: twice for small ones (MNIST, CIFAR: <= 32 pixels
+    high, images [..., H, W, C]), so that they can be seen; else once."""
+    return 2 if images.shape[-3] <= 32 else 1
 
 
 def save_grid(
@@ -177,7 +198,66 @@ def save_zip(
 
 
 def save_npz(path: str | Path, **arrays) -> Path:
+    """Write arrays (tensors or numpy; None values are left out) to an ``.npz`` file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **{key: np.asarray(value) for key, value in arrays.items() if value is not None})
     return path
+
+
+SAMPLE_SUFFIXES = ("", ".npz", ".png", ".jpg", ".jpeg", ".gif")  # "": a folder of PNG files
+
+
+def check_sample_output(path: str | Path, images: bool) -> str:
+    """The kind of output ``path`` names for samples (``npz``, ``grid``, ``gif`` or ``folder``).
+
+    Raises:
+        ValueError: an extension that is not one of :data:`SAMPLE_SUFFIXES` (toy samples: only .npz).
+    """
+    suffix = Path(path).suffix.lower()
+    if not images:
+        if suffix != ".npz":
+            raise ValueError(f"--out for a toy run must be a .npz file, got {path}")
+        return "npz"
+    if suffix not in SAMPLE_SUFFIXES:
+        raise ValueError(
+            f"--out must be a .npz file, a .png/.jpg grid, a .gif animation or a folder, got {path}"
+        )
+    return {"": "folder", ".npz": "npz", ".gif": "gif"}.get(suffix, "grid")
+
+
+def save_samples(
+    path: str | Path, samples: torch.Tensor, labels=None, images: bool = True, rows: int | None = None
+) -> Path:
+    """Write samples where ``path`` says (:func:`check_sample_output`): ``x.npz`` (``images`` uint8
+    [N, H, W, C] or, for toy data, ``samples`` float [N, D], and ``labels``), a grid picture
+    (``rows`` rows, small images enlarged) or a folder of PNG files.
+
+    Args:
+        samples: images float [N, C, H, W] in [-1, 1] (``images``) or points [N, D].
+    """
+    kind = check_sample_output(path, images)
+    if not images:
+        return save_npz(path, samples=samples.numpy(), labels=labels)
+    from ddpmlab.data.base import to_uint8
+
+    pixels = to_uint8(samples)
+    if kind == "npz":
+        return save_npz(path, images=pixels, labels=labels)
+    if kind == "grid":
+        return save_grid(pixels, path, rows=rows, scale=grid_scale(pixels))
+    save_images(pixels, path, "png", labels)
+    return Path(path)
+
+
+def save_denoising_gif(trajectory, path: str | Path, rows: int | None = None, fps: int = 10) -> Path:
+    """A looping GIF of a :class:`ddpmlab.runs.Trajectory` (anything with its ``x_t``, ``x0``,
+    ``timesteps``, ``steps`` and ``num_steps``): per snapshot, x_t beside the predicted x0 under the
+    step number and t; the last frame (the samples) held."""
+    scale = grid_scale(trajectory.x_t)
+    frames = []
+    for index, (t, taken) in enumerate(zip(trajectory.timesteps, trajectory.steps)):
+        progress = f"step {taken}/{trajectory.num_steps}"
+        caption = f"{progress}: the sample" if t < 0 else f"{progress}, t = {t}"
+        frames.append(animation_frame(trajectory.x_t[index], trajectory.x0[index], caption, rows, scale))
+    return save_animation(frames, path, fps=fps)

@@ -277,15 +277,15 @@ def forward_strips(
 
 
 def _montage(strip: torch.Tensor, pad: int) -> np.ndarray:
-    """[K, N, C, H, W] in [-1, 1] -> one picture [N rows, K columns] in [0, 1], white gaps of ``pad``."""
-    k, n, c, h, w = strip.shape
-    pixels = ((_numpy(strip).clip(-1.0, 1.0) + 1.0) / 2.0).transpose(1, 0, 3, 4, 2)  # [N, K, H, W, C]
-    canvas = np.ones((n * (h + pad) - pad, k * (w + pad) - pad, c))
-    for row in range(n):
-        for column in range(k):
-            top, left = row * (h + pad), column * (w + pad)
-            canvas[top : top + h, left : left + w] = pixels[row, column]
-    return canvas[..., 0] if c == 1 else canvas
+    """[K, N, C, H, W] in [-1, 1] -> one picture [N rows, K columns] in [0, 1] (grey: [H', W']), white
+    gaps of ``pad`` pixels, tiled by :func:`ddpmlab.export.grid_image`."""
+    from ddpmlab.data.base import to_uint8
+    from ddpmlab.export import grid_image
+
+    k, n = strip.shape[:2]
+    images = to_uint8(strip.transpose(0, 1).flatten(0, 1))  # row by row: image i at its K times
+    picture = grid_image(images, rows=n, padding=pad).astype(np.float64) / 255.0
+    return picture[..., 0] if picture.shape[-1] == 1 else picture
 
 
 def plot_forward_images(
@@ -316,7 +316,7 @@ def plot_forward_images(
         ax.imshow(picture, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
         alpha_bar = schedule.alphas_cumprod
         labels = [f"t={t}\n" + r"$\bar\alpha$=" + f"{float(alpha_bar[t]):.2g}" for t in t_values]
-        ax.set_xticks([column * (w + pad) + (w - 1) / 2 for column in range(k)])
+        ax.set_xticks([pad + column * (w + pad) + (w - 1) / 2 for column in range(k)])
         ax.set_xticklabels(labels, fontsize=8)
         ax.set_yticks([])
         ax.tick_params(length=0)

@@ -1,6 +1,6 @@
 """Captcha images and their text, for text-conditional generation.
 
-Two sources, registered with :func:`ddpmlab.data.images.build_image_dataset`; items are
+Two sources, registered in :data:`SOURCES` (``ddpmlab.data.sources`` builds them by name); items are
 ``(x0 float32 [C, H, W] in [-1, 1], text str)``:
 
 - ``captcha``: images rendered on the fly by the ``captcha`` package's ``ImageCaptcha`` (at its own
@@ -33,7 +33,16 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from ddpmlab.data.images import DataError, ImageDataset, _check_header, _images_under, _reason
+from ddpmlab.config import ConfigError
+from ddpmlab.data.base import (
+    DataError,
+    ImageDataset,
+    Source,
+    check_header,
+    describe_error,
+    image_info,
+    images_under,
+)
 
 __all__ = [
     "DEFAULT_CHARSET",
@@ -43,6 +52,7 @@ __all__ = [
     "random_texts",
     "check_texts",
     "render_captcha",
+    "SOURCES",
 ]
 
 DEFAULT_CHARSET = "2345678bcdefgmnpwxy"
@@ -346,7 +356,7 @@ class CaptchaFolderDataset(_TextImageDataset):
         _check_size(height, width, str(root))
         self.name = "captcha_folder"
         self.root = str(root)
-        files = _images_under(root)
+        files = images_under(root)
         if not files:
             raise DataError(f"no captcha images found under {root}")
         texts = [path.stem for path in files]
@@ -361,7 +371,7 @@ class CaptchaFolderDataset(_TextImageDataset):
             except ValueError as error:
                 raise DataError(f"captcha file {path}: {error}") from None
         for path in files:
-            _check_header(str(path))
+            check_header(str(path))
         self.files = [str(path) for path in files]
         self._setup(texts, charset, length, channels, height, width)
 
@@ -372,5 +382,71 @@ class CaptchaFolderDataset(_TextImageDataset):
                 image.load()
                 item = self._to_item(image, index)
         except Exception as error:
-            raise DataError(f"unreadable image: {path} ({_reason(error)})") from None
+            raise DataError(f"unreadable image: {path} ({describe_error(error)})") from None
         return item, self.texts[index]
+
+
+# --------------------------------------------------------------------------------------------------
+# The sources of this module, by name.
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_shared(name: str, image_size: int | None, hflip: bool) -> None:
+    if image_size is not None:
+        raise ConfigError(
+            f"dataset {name} has wide images: set data.height and data.width (default 32 and 96) "
+            "instead of data.image_size"
+        )
+    if hflip:
+        raise ConfigError(f"dataset {name}: data.hflip would mirror the text; leave it false")
+
+
+def _build_captcha(image_size, root, download, hflip, options) -> CaptchaDataset:
+    _check_shared("captcha", image_size, hflip)
+    values = dict(options)
+    if values["charset"] is None:
+        values["charset"] = DEFAULT_CHARSET
+    return CaptchaDataset(**values)
+
+
+def _build_captcha_folder(image_size, root, download, hflip, options) -> CaptchaFolderDataset:
+    _check_shared("captcha_folder", image_size, hflip)
+    if root is None:
+        raise ConfigError("dataset captcha_folder needs data.root, a folder of images named by text")
+    return CaptchaFolderDataset(root, **options)
+
+
+def _describe_captcha(image_size, options):
+    """Rendered captchas: everything follows from the options."""
+    charset = options["charset"] if options["charset"] is not None else DEFAULT_CHARSET
+    return image_info(
+        options["channels"], options["height"], options["width"], text_charset=charset,
+        text_length=options["length"],
+    )
+
+
+def _describe_captcha_folder(image_size, options):
+    """A captcha folder: known without its files when the charset and length are given."""
+    if options["charset"] is None or options["length"] is None:
+        return None
+    return image_info(
+        options["channels"], options["height"], options["width"], text_charset=options["charset"],
+        text_length=options["length"],
+    )
+
+
+SOURCES: dict[str, Source] = {
+    "captcha": Source(
+        _build_captcha,
+        {
+            "channels": 1, "length": DEFAULT_LENGTH, "charset": None, "height": DEFAULT_HEIGHT,
+            "width": DEFAULT_WIDTH, "num_items": 10000, "seed": 0, "cache": True,
+        },
+        _describe_captcha,
+    ),
+    "captcha_folder": Source(
+        _build_captcha_folder,
+        {"channels": 1, "height": DEFAULT_HEIGHT, "width": DEFAULT_WIDTH, "charset": None, "length": None},
+        _describe_captcha_folder,
+    ),
+}

@@ -340,49 +340,64 @@ def toy_metrics(
     if samples.ndim != 2 or samples.shape[1] != dataset.dim or len(samples) == 0:
         raise ValueError(f"expected samples of shape [n, {dataset.dim}], got {list(samples.shape)}")
     generator = torch.Generator().manual_seed(0) if generator is None else generator
-    n = len(samples)
-    finite = bool(torch.isfinite(samples).all())
-    reference = dataset.sample(n, generator).double()
-    nan = float("nan")
+    reference = dataset.sample(len(samples), generator).double()
     if dataset.dim == 1:
-        cdf = getattr(dataset, "cdf", None)
-        if cdf is not None:
-            ks, ks_floor = (ks_statistic(samples, cdf) if finite else nan), _kolmogorov_median(n)
-        else:
-            ks = ks_statistic(samples, reference) if finite else nan
-            ks_floor = noise_floor(dataset, n, ks_statistic, seeds)
-        result = {
-            "w1_two_sample": wasserstein_1d(samples, reference) if finite else nan,
-            "w1_two_sample_floor": noise_floor(dataset, n, wasserstein_1d, seeds),
-            "ks": ks,
-            "ks_floor": ks_floor,
-        }
-        if cdf is not None:
-            wide = dataset.sample(200_000, torch.Generator().manual_seed(0)).double()
-            spread = float(wide.std())
-            support = (float(wide.min()) - 2 * spread, float(wide.max()) + 2 * spread)
+        return _metrics_1d(samples, reference, dataset, seeds)
+    return _metrics_nd(samples, reference, dataset, generator, seeds, num_projections)
 
-            def to_truth(x: torch.Tensor) -> float:
-                return wasserstein_1d_to_cdf(x, cdf, support)
 
-            # This floor is cheap, so it takes more seeds: W1 on separated modes is dominated by how many
-            # points each mode receives, a noisy quantity.
-            floor_seeds = range(max(10, len(seeds)))
-            floors = [to_truth(dataset.sample(n, torch.Generator().manual_seed(s))) for s in floor_seeds]
-            result["w1"] = to_truth(samples) if finite else nan
-            result["w1_floor"] = statistics.median(floors)
-        else:
-            result["w1"], result["w1_floor"] = result["w1_two_sample"], result["w1_two_sample_floor"]
+def _metrics_1d(
+    samples: torch.Tensor, reference: torch.Tensor, dataset: Any, seeds: Sequence[int]
+) -> dict[str, float]:
+    """:func:`toy_metrics` of one-dimensional data."""
+    n, finite, nan = len(samples), bool(torch.isfinite(samples).all()), float("nan")
+    cdf = getattr(dataset, "cdf", None)
+    if cdf is not None:
+        ks, ks_floor = (ks_statistic(samples, cdf) if finite else nan), _kolmogorov_median(n)
+    else:
+        ks = ks_statistic(samples, reference) if finite else nan
+        ks_floor = noise_floor(dataset, n, ks_statistic, seeds)
+    result = {
+        "w1_two_sample": wasserstein_1d(samples, reference) if finite else nan,
+        "w1_two_sample_floor": noise_floor(dataset, n, wasserstein_1d, seeds),
+        "ks": ks,
+        "ks_floor": ks_floor,
+    }
+    if cdf is None:
+        result["w1"], result["w1_floor"] = result["w1_two_sample"], result["w1_two_sample_floor"]
         return result
+    wide = dataset.sample(200_000, torch.Generator().manual_seed(0)).double()
+    spread = float(wide.std())
+    support = (float(wide.min()) - 2 * spread, float(wide.max()) + 2 * spread)
 
+    def to_truth(x: torch.Tensor) -> float:
+        return wasserstein_1d_to_cdf(x, cdf, support)
+
+    # This floor is cheap, so it takes more seeds: W1 on separated modes is dominated by how many
+    # points each mode receives, a noisy quantity.
+    floor_seeds = range(max(10, len(seeds)))
+    floors = [to_truth(dataset.sample(n, torch.Generator().manual_seed(s))) for s in floor_seeds]
+    result["w1"] = to_truth(samples) if finite else nan
+    result["w1_floor"] = statistics.median(floors)
+    return result
+
+
+def _metrics_nd(
+    samples: torch.Tensor,
+    reference: torch.Tensor,
+    dataset: Any,
+    generator: torch.Generator,
+    seeds: Sequence[int],
+    num_projections: int,
+) -> dict[str, float]:
+    """:func:`toy_metrics` of data in two or more dimensions."""
+    n, finite, nan = len(samples), bool(torch.isfinite(samples).all()), float("nan")
     direction_seed = int(torch.randint(2**62, (), generator=generator))
-    sliced = sliced_wasserstein(
-        samples, reference, num_projections, torch.Generator().manual_seed(direction_seed)
-    ) if finite else nan
 
     def floor_metric(x: torch.Tensor, y: torch.Tensor) -> float:
         return sliced_wasserstein(x, y, num_projections, torch.Generator().manual_seed(direction_seed))
 
+    sliced = floor_metric(samples, reference) if finite else nan
     if finite:
         cross, within_samples, within_reference = _energy_terms(samples, reference)
         energy = 2.0 * cross - within_samples - within_reference

@@ -23,18 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddpmlab.models.blocks import AttentionBlock, Downsample, ResidualBlock
+from ddpmlab.models.checks import attention_heads, check_groups, check_sizes, resolve_attention_levels
 from ddpmlab.models.embeddings import TimestepEmbedding, batch_timesteps
-from ddpmlab.models.unet import (
-    AttentionBlock,
-    Downsample,
-    ResidualBlock,
-    UNetLevel,
-    UNetStage,
-    _attention_levels,
-    _check_groups,
-    _check_sizes,
-    _heads,
-)
+from ddpmlab.models.unet import UNetLevel, UNetStage
 
 __all__ = ["NoisyClassifier"]
 
@@ -76,9 +68,11 @@ class NoisyClassifier(nn.Module):
         channel_mults = tuple(channel_mults)
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
-        _check_sizes(in_channels, None, base_channels, channel_mults, num_res_blocks, dropout, image_size)
-        _check_groups(base_channels, channel_mults, num_groups)
-        levels = _attention_levels(attention_levels, attention_resolutions, image_size, len(channel_mults))
+        check_sizes(in_channels, None, base_channels, channel_mults, num_res_blocks, dropout, image_size)
+        check_groups(base_channels, channel_mults, num_groups)
+        levels = resolve_attention_levels(
+            attention_levels, attention_resolutions, image_size, len(channel_mults)
+        )
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.image_size = image_size
@@ -88,7 +82,7 @@ class NoisyClassifier(nn.Module):
 
         def stage(in_ch: int, out_ch: int, attention: bool) -> UNetStage:
             residual = ResidualBlock(in_ch, out_ch, emb_dim, dropout, num_groups, scale_shift)
-            heads = _heads(out_ch, num_heads, head_dim) if attention else 0
+            heads = attention_heads(out_ch, num_heads, head_dim) if attention else 0
             return UNetStage(residual, AttentionBlock(out_ch, heads, num_groups) if attention else None)
 
         self.time_embedding = TimestepEmbedding(base_channels, emb_dim)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ddpmlab.diffusion import GaussianDiffusion, randn
+from ddpmlab.diffusion import GaussianDiffusion
 
 __all__ = ["Objective", "DiffusionObjective", "ClassifierObjective"]
 
@@ -80,13 +80,7 @@ class ClassifierObjective:
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         if not torch.is_tensor(labels):
             raise ValueError("training a classifier needs integer class labels for every sample")
-        if t is None:  # drawn as GaussianDiffusion.training_loss draws them
-            device = generator.device if generator is not None else x0.device
-            batch = (x0.shape[0],)
-            t = torch.randint(0, self.diffusion.num_timesteps, batch, generator=generator, device=device)
-        t = t.to(x0.device)
-        if noise is None:
-            noise = randn(x0.shape, generator, x0.device, x0.dtype)
+        t, noise = self.diffusion.draw_t_and_noise(x0.shape, generator, x0.device, x0.dtype, t, noise)
         x_t = self.diffusion.q_sample(x0, t, noise)
         logits = model(x_t, self.diffusion.model_timesteps(t))
         labels = labels.to(device=logits.device, dtype=torch.int64)

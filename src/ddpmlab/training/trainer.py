@@ -27,7 +27,6 @@ depend on the number of processes.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -39,26 +38,15 @@ import torch
 
 from ddpmlab import distributed
 from ddpmlab.config import TrainConfig
-from ddpmlab.diffusion import GaussianDiffusion, randn
+from ddpmlab.diffusion import GaussianDiffusion
 from ddpmlab.training.checkpoint import load_checkpoint, save_checkpoint
 from ddpmlab.training.ema import EMA
 from ddpmlab.training.objectives import DiffusionObjective, Objective
+from ddpmlab.training.writers import RunLogger
 
-__all__ = ["Trainer", "TrainState", "resolve_device", "lr_multiplier"]
+__all__ = ["Trainer", "TrainState", "lr_multiplier"]
 
 Hook = Callable[["Trainer"], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available, else mps, else cpu."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}") from None
 
 
 def lr_multiplier(
@@ -159,7 +147,7 @@ class Trainer:
         self.config = config
         self.objective = objective if objective is not None else DiffusionObjective(diffusion)
         self._extra_means: dict[str, _RunningMean] = {}  # the objective's metrics, per logging window
-        self.device = device or resolve_device(config.device)
+        self.device = device or distributed.resolve_device(config.device)
         self.model = model.to(self.device)
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         # Built before the EMA copy: DDP broadcasts rank 0's weights, so every rank starts identical.
@@ -186,7 +174,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self._uses_fp16())
         trained = self.ddp if self.ddp is not None else self.model
         self.forward_model = torch.compile(trained) if config.compile else trained
-        self._writers: list[Any] = []
+        self.logger = RunLogger(self.run_dir, config, self.run_config, enabled=self.rank == 0)
 
     # ---------------------------------------------------------------------------------------------
     # Set-up.
@@ -261,12 +249,9 @@ class Trainer:
         world = self.world_size
         if world == 1:
             return None, None
-        total, generator = x0.shape[0] * world, self.generator
-        t = torch.randint(
-            0, self.diffusion.num_timesteps, (total,), generator=generator, device=generator.device
-        )
-        noise = randn((total, *x0.shape[1:]), generator, x0.device, x0.dtype)
-        return t[self.rank :: world].to(x0.device), noise[self.rank :: world].contiguous()
+        shape = (x0.shape[0] * world, *x0.shape[1:])
+        t, noise = self.diffusion.draw_t_and_noise(shape, self.generator, x0.device, x0.dtype)
+        return t[self.rank :: world], noise[self.rank :: world].contiguous()
 
     def _micro_step(self, iterator) -> tuple[torch.Tensor, int]:
         x0, labels = next(iterator)
@@ -316,7 +301,7 @@ class Trainer:
     def fit(self, until_step: int | None = None) -> TrainState:
         """Train until a stop condition is reached (or, if given, until optimizer step ``until_step``,
         as if interrupted there); returns the final state."""
-        self._open_writers()
+        self.logger.open()
         self.model.train()
         iterator = iter(self.batches)
         started = time.perf_counter()
@@ -369,7 +354,7 @@ class Trainer:
         if self.rank == 0:
             for hook in self.hooks:
                 hook(self)
-        self._close_writers()
+        self.logger.close()
         return self.state
 
     def _pop_extra_metrics(self) -> dict[str, float]:
@@ -406,60 +391,13 @@ class Trainer:
     # Logging.
     # ---------------------------------------------------------------------------------------------
 
-    def _open_writers(self) -> None:
-        if self.run_dir is None or self.rank != 0:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.config.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard not installed: metrics.jsonl still has everything
-                pass
-            else:
-                self._writers.append(SummaryWriter(str(self.run_dir / "logs")))
-        if self.config.wandb:
-            try:
-                import wandb
-            except ImportError:
-                raise RuntimeError("train.wandb=true needs the wandb package: pip install wandb") from None
-            wandb.init(
-                project=self.config.wandb_project,
-                name=self.run_config.get("name"),
-                config=self.run_config,
-                dir=str(self.run_dir),
-                resume="allow",
-            )
-            self._writers.append(wandb)
-
-    def _close_writers(self) -> None:
-        for writer in self._writers:
-            if hasattr(writer, "close"):
-                writer.close()
-            elif hasattr(writer, "finish"):
-                writer.finish()
-        self._writers = []
-
     def _log(self, metrics: dict[str, float]) -> None:
         self.state.last_metrics = dict(metrics)
-        if self.run_dir is None or self.rank != 0:
-            return
-        record = {"step": self.state.step, **{k: float(v) for k, v in metrics.items()}}
-        with open(self.run_dir / "metrics.jsonl", "a") as file:
-            file.write(json.dumps(record) + "\n")
-        for writer in self._writers:
-            if hasattr(writer, "add_scalar"):
-                for key, value in metrics.items():
-                    writer.add_scalar(f"train/{key}", value, self.state.step)
-            else:
-                writer.log({f"train/{k}": v for k, v in metrics.items()}, step=self.state.step)
+        self.logger.log(self.state.step, metrics)
 
     def log_image(self, tag: str, image: torch.Tensor) -> None:
         """Send an image [C, H, W] in [0, 1] to TensorBoard / W&B (if enabled)."""
-        for writer in self._writers:
-            if hasattr(writer, "add_image"):
-                writer.add_image(tag, image, self.state.step)
-            else:
-                writer.log({tag: writer.Image(image.permute(1, 2, 0).numpy())}, step=self.state.step)
+        self.logger.log_image(self.state.step, tag, image)
 
     # ---------------------------------------------------------------------------------------------
     # Checkpoints.

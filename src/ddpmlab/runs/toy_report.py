@@ -20,7 +20,10 @@ from typing import Any
 import torch
 
 from ddpmlab import plots
-from ddpmlab.runs import Run, append_metrics, make_run_sampler, read_metrics, sample_run
+from ddpmlab.runs.conditions import condition_labels
+from ddpmlab.runs.guided import classifier_free
+from ddpmlab.runs.rundir import Run, append_metrics, read_metrics
+from ddpmlab.runs.sampling import make_run_sampler, sample_run
 
 __all__ = ["write_toy_report", "evaluate_toy_run"]
 
@@ -119,13 +122,8 @@ def _model_and_condition(run: Run, n: int):
     """The model to draw trajectories with (guided if conditional) and its conditions."""
     if not run.conditional:
         return run.model, None
-    from ddpmlab.guidance import ClassifierFreeGuidance
-
-    labels = (torch.arange(n) % run.info.num_classes).to(run.device)
-    scale = run.config.sample.guidance
-    if scale == 1.0:
-        return run.model, labels
-    return ClassifierFreeGuidance(run.model, scale, run.model.condition_encoder.null_condition), labels
+    labels = condition_labels(run, n).to(run.device)
+    return classifier_free(run.model, run.config.sample.guidance), labels
 
 
 def _plots_2d(run: Run, samples: torch.Tensor, plot_dir: Path) -> None:

@@ -1,0 +1,169 @@
+"""The arguments of every ``ddpmlab`` command (:func:`build_parser`); :mod:`ddpmlab.cli` runs them."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["build_parser", "SCHEDULES_HELP"]
+
+SCHEDULES_HELP = "comma-separated names or package.module:function (alpha_bar(tau) on [0, 1])"
+
+
+def _add_schedule_parsers(sub) -> None:
+    p = sub.add_parser(
+        "schedules",
+        help="plot and compare noise schedules",
+        description="Plot beta_t, "
+        "alpha_bar_t and log-SNR of noise schedules and print, for each, the timestep at which "
+        "alpha_bar falls below 0.5, 0.1 and 0.01 (how long the data stays structured).",
+    )
+    p.add_argument("--schedules", default="linear,cosine,quadratic,sigmoid", help=SCHEDULES_HELP)
+    p.add_argument("--timesteps", type=int, default=1000, help="T (default 1000)")
+    p.add_argument("--out", default="schedules.png", help="where to write the plot (default schedules.png)")
+    p.set_defaults(command="schedules")
+    p = sub.add_parser(
+        "forward",
+        help="picture the forward (noising) process on real images under several schedules",
+        description="Noise the same few images with q(x_t | x_0) at evenly spaced t "
+        "from 0 to T-1, one block of rows per schedule, all schedules with the same noise (so the "
+        "blocks differ only by the schedule); columns are labelled with t and alpha_bar_t.",
+    )
+    p.add_argument("--data", default="mnist5k", help="an image dataset name (default mnist5k)")
+    p.add_argument("--root", help="dataset folder (torchvision datasets) or the image folder (folder)")
+    p.add_argument("--image-size", type=int, help="resize and centre-crop the images to this size")
+    p.add_argument("--schedules", default="linear,cosine,quadratic,sigmoid", help=SCHEDULES_HELP)
+    p.add_argument("--timesteps", type=int, default=1000, help="T (default 1000)")
+    p.add_argument("--steps", type=int, default=10, help="number of t values, evenly spaced (default 10)")
+    p.add_argument("--num", type=int, default=4, help="number of images (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="chooses the images and the noise (default 0)")
+    p.add_argument("--out", default="forward.png", help="the picture to write (default forward.png)")
+    p.set_defaults(command="forward")
+
+
+def _add_training_parsers(sub) -> None:
+    for name, helptext, description in (
+        ("train", "train a model from a YAML config", "Train a diffusion model."),
+        (
+            "train-classifier",
+            "train a noise-aware classifier for classifier guidance",
+            "Train a noise-aware classifier p(y | x_t, t) on noised images (t uniform over the "
+            "config's diffusion timesteps) for `ddpmlab sample --classifier`; its diffusion section must "
+            "match the runs it will guide.",
+        ),
+    ):
+        p = sub.add_parser(
+            name,
+            help=helptext,
+            description=description + " Dotted overrides change any "
+            "config key, e.g. train.steps=3000 data.means=[-3,0,4] diffusion.schedule=cosine",
+        )
+        p.add_argument(
+            "--config", required=name != "train", help="YAML config file (e.g. configs/mog1d.yaml)"
+        )
+        # --run-dir: the spelling to use after torchrun, whose own parser takes --run for its --run-path.
+        p.add_argument("--run", "--run-dir", dest="run", help="run directory (default runs/<config name>)")
+        p.add_argument(
+            "--resume", action="store_true", help="continue the run in --run from its last checkpoint"
+        )
+        p.add_argument(
+            "--dry-run", action="store_true", help="print the resolved config and model size, then exit"
+        )
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+        p.set_defaults(command=name)
+    p = sub.add_parser(
+        "demo",
+        help="the main job: train a shipped config and write what it makes",
+        description="Train a shipped config (default: class-conditional MNIST digits, about 10 "
+        "minutes on a laptop CPU), then write a 10x10 grid (one row per digit, classifier-free "
+        "guidance), a zip of 64 images and a denoising animation; for toy configs, the plots. "
+        "Overrides change the config, e.g. train.steps=100.",
+    )
+    p.add_argument(
+        "--config", default="mnist5k", help="a shipped config name (default mnist5k) or a YAML path"
+    )
+    p.add_argument(
+        "--run", help="run directory (default runs/demo-<config>; replaced if it holds an earlier demo)"
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    p.set_defaults(command="demo")
+
+
+def _add_sampling_options(p, num_default: str) -> None:
+    from ddpmlab.runs.conditions import TEXT_PER_ROW
+    from ddpmlab.sampling import SAMPLERS
+
+    # --run-dir / --num-samples: the spellings to use after torchrun, whose own parser takes --run and
+    # --num for abbreviations of its --run-path and --numa-binding.
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run directory")
+    p.add_argument("--num", "--num-samples", dest="num", type=int, help=f"number of samples ({num_default})")
+    p.add_argument("--sampler", choices=list(SAMPLERS), help="default: the run's sample section")
+    p.add_argument("--steps", type=int, help="reverse steps (respaced); default: all T for ddpm, 50 for ddim")
+    p.add_argument("--eta", type=float, help="DDIM eta (0 = deterministic)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale w (conditional runs)")
+    p.add_argument(
+        "--labels",
+        help="conditional runs and --classifier: 'all' (classes in turn) or class indices, e.g. 0,3,7",
+    )
+    p.add_argument(
+        "--classifier",
+        help="classifier guidance: a run of `ddpmlab train-classifier` (same "
+        "diffusion as --run; needs --labels)",
+    )
+    p.add_argument(
+        "--classifier-scale", type=float, help="classifier guidance scale s (default 1; needs --classifier)"
+    )
+    p.add_argument(
+        "--text",
+        help="text-conditional runs (captchas): comma-separated strings, e.g. fngff,gnfcd, "
+        f"each in turn in blocks (one grid row each; default --num: {TEXT_PER_ROW} per string); "
+        "default: random strings",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", default="auto")
+
+
+def _add_sampling_parsers(sub) -> None:
+    p = sub.add_parser(
+        "sample",
+        help="sample from a trained run",
+        description="Sample from a trained run "
+        "(its EMA weights). --out decides the output: x.npz (arrays 'images' uint8 [N, H, W, C] "
+        "or 'samples' for toy data, and 'labels'), grid.png / grid.jpg (one picture; one row per "
+        "class with --labels all, one row per string with --text), x.gif (a denoising "
+        "animation: the noisy images beside the predicted clean images at --frames steps), or a "
+        "folder (one file per image).",
+    )
+    _add_sampling_options(p, "default: the run's sample section")
+    p.add_argument("--out", required=True, help="samples.npz, grid.png, denoising.gif or a folder")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=40,
+        help="frames of a .gif animation, evenly spaced steps "
+        "(default 40); its samples are one batch (default --num: 16, or 2 per class with --labels all)",
+    )
+    p.add_argument(
+        "--fps", type=int, default=10, help="frames per second of a .gif animation, 1-50 (default 10)"
+    )
+    p.set_defaults(command="sample")
+    p = sub.add_parser(
+        "export",
+        help="write N generated images as separate files in a zip (course submissions)",
+        description="Sample N images from a run and write them as separate "
+        "PNG/JPG files inside a zip archive named as you ask, e.g. --zip HW2_123456789.zip.",
+    )
+    _add_sampling_options(p, "default 64")
+    p.add_argument("--format", default="png", choices=["png", "jpg"], help="image file format (default png)")
+    p.add_argument("--zip", required=True, help="the archive to write, e.g. HW2_123456789.zip")
+    p.set_defaults(command="export")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ddpmlab`` argument parser with every command."""
+    parser = argparse.ArgumentParser(prog="ddpmlab", description="Denoising diffusion probabilistic models.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_schedule_parsers(subparsers)
+    _add_training_parsers(subparsers)
+    _add_sampling_parsers(subparsers)
+    return parser
