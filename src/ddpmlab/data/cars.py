@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ddpmlab.config import ConfigError
-from ddpmlab.data.base import DataError, check_header, describe_error
+from ddpmlab.data.base import DataError, describe_error
 from ddpmlab.data.images import ImageFolderDataset
 
 __all__ = ["StanfordCarsDataset", "STANFORD_CARS_CLASSES"]
@@ -81,18 +80,7 @@ class StanfordCarsDataset(ImageFolderDataset):
                 f"{len(absent)} of the {len(files)} images listed in {annotations.name} are missing from "
                 f"{images}, e.g. {Path(absent[0]).name}"
             )
-        self.name = "stanford_cars"
-        self.root = str(base)
-        self.image_size = image_size
-        self.hflip = hflip
-        self.channels = channels
-        self.mode = "RGB" if channels == 3 else "L"
-        self.files = files
-        self.labels = torch.tensor(label_list, dtype=torch.int64)
-        self.class_names = class_names
-        self.num_classes = len(class_names)
-        for path in files:
-            check_header(path)
+        self._set_files("stanford_cars", base, files, label_list, class_names, image_size, hflip, channels)
         self.shape = (channels, image_size, image_size)
 
 

@@ -22,13 +22,14 @@ __all__ = [
 ]
 
 
-def check_count(n: int) -> int:
+def check_count(n: int, what: str = "the number of samples") -> int:
+    """``n`` as an int >= 1, or a ValueError saying that ``what`` must be a positive integer."""
     try:
         n = operator.index(n)
     except TypeError:
-        raise ValueError(f"the number of samples must be an integer, got {n!r}") from None
+        raise ValueError(f"{what} must be an integer, got {n!r}") from None
     if n < 1:
-        raise ValueError(f"the number of samples must be positive, got {n}")
+        raise ValueError(f"{what} must be at least 1, got {n}")
     return n
 
 

@@ -144,18 +144,8 @@ class ImageFolderDataset(ImageDataset):
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"image folder not found: {root}")
-        self.name = "folder"
-        self.root = str(root)
-        self.image_size = image_size
-        self.hflip = hflip
-        self.channels = channels
-        self.mode = "RGB" if channels == 3 else "L"
         files, label_list, class_names = _scan_folder(root, labels)
-        self.files = [str(path) for path in files]
-        self.labels = torch.tensor(label_list, dtype=torch.int64)
-        self.class_names = class_names
-        self.num_classes = len(class_names) if class_names else 0
-        sizes = [check_header(path) for path in self.files]
+        sizes = self._set_files("folder", root, files, label_list, class_names, image_size, hflip, channels)
         native = (channels, sizes[0][1], sizes[0][0])
         if image_size is None:
             different = next((size for size in sizes if size != sizes[0]), None)
@@ -165,6 +155,28 @@ class ImageFolderDataset(ImageDataset):
                     f"{different[0]}x{different[1]}, ...); set data.image_size to resize and crop them"
                 )
         self.shape = output_shape(native, image_size, channels, str(root))
+
+    def _set_files(
+        self,
+        name: str,
+        root: Path,
+        files: list,
+        label_list: list[int],
+        class_names: list[str] | None,
+        image_size: int | None,
+        hflip: bool,
+        channels: int,
+    ) -> list[tuple[int, int]]:
+        """Set the attributes of a dataset of image files; returns each file's (width, height), read
+        from its header (an unreadable file raises a DataError naming it)."""
+        self.name, self.root = name, str(root)
+        self.image_size, self.hflip, self.channels = image_size, hflip, channels
+        self.mode = "RGB" if channels == 3 else "L"
+        self.files = [str(path) for path in files]
+        self.labels = torch.tensor(label_list, dtype=torch.int64)
+        self.class_names = class_names
+        self.num_classes = len(class_names) if class_names else 0
+        return [check_header(path) for path in self.files]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path = self.files[index]

@@ -44,13 +44,18 @@ from __future__ import annotations
 
 import inspect
 import math
-import operator
 from collections.abc import Callable, Sequence
 
 import torch
 
 from ddpmlab.data.curves import Circles, Curve, NoisyCurves
-from ddpmlab.data.distributions import GaussianMixture, OptimalDenoiser, ToyDataset, check_positive
+from ddpmlab.data.distributions import (
+    GaussianMixture,
+    OptimalDenoiser,
+    ToyDataset,
+    check_count,
+    check_positive,
+)
 
 __all__ = [
     "ToyDataset",
@@ -104,12 +109,7 @@ def mog1d(
 def mog2d(num_components: int = 8, radius: float = 4.0, std: float = 0.3) -> GaussianMixture:
     """K equally weighted Gaussians N(mu_k, std^2 I) with means evenly spaced on a circle:
     mu_k = radius (cos 2 pi k / K, sin 2 pi k / K), k = 0..K-1; labels are k."""
-    try:
-        num_components = operator.index(num_components)
-    except TypeError:
-        raise ValueError(f"num_components must be an integer, got {num_components!r}") from None
-    if num_components < 1:
-        raise ValueError(f"num_components must be at least 1, got {num_components}")
+    num_components = check_count(num_components, "num_components")
     radius = check_positive("radius", radius)
     std = check_positive("std", std)
     angles = 2 * math.pi * torch.arange(num_components, dtype=torch.float64) / num_components
