@@ -105,7 +105,7 @@ def test_unknown_option_is_named() -> None:
         ("moons", {"noise": -0.1}, "noise must be a finite number >= 0"),
         ("swiss_roll", {"noise": float("nan")}, "noise must be a finite number >= 0"),
         ("circles", {"factor": 1.5}, r"factor .* must lie in \(0, 1\)"),
-        ("mog2d", {"num_components": 0}, "num_components must be at least 1"),
+        ("mog2d", {"num_components": 0}, r"num_components must be positive \(at least 1\)"),
         ("mog2d", {"num_components": 2.5}, "num_components must be an integer"),
         ("mog2d", {"std": 0.0}, "std must be a finite number > 0"),
         ("mog1d", {"means": [[0.0, 1.0]], "stds": [1.0], "weights": [1.0]}, "flat list"),

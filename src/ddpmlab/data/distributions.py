@@ -29,7 +29,7 @@ def check_count(n: int, what: str = "the number of samples") -> int:
     except TypeError:
         raise ValueError(f"{what} must be an integer, got {n!r}") from None
     if n < 1:
-        raise ValueError(f"{what} must be at least 1, got {n}")
+        raise ValueError(f"{what} must be positive (at least 1), got {n}")
     return n
 
 
