@@ -1,4 +1,4 @@
-"""``python -m benchmarks NAME [options]``: run one of the benchmarks in this folder and print its table.
+"""``python -m benchmarks NAME [options]``: run one of the benchmarks in this package and print its table.
 
 From the repository root (the benchmarks need the dev extra: diffusers is their reference)::
 
@@ -9,39 +9,43 @@ From the repository root (the benchmarks need the dev extra: diffusers is their 
     .venv/bin/python -m benchmarks sampling --help       # each benchmark's own options
 
 ``--no-write`` measures your machine without overwriting the committed results in ``benchmarks/results/``.
-Every benchmark is also a plain script (``python benchmarks/unet_speed.py``); this is only a front door.
+Every benchmark is also a module with a ``main(argv)``: ``python -m benchmarks.sampling_speed`` runs the
+same as ``python -m benchmarks sampling``; this is only a front door with short names.
 """
 
 from __future__ import annotations
 
-import runpy
+import importlib
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
-# name -> (script, what it measures)
+# name -> (module, what it measures)
 BENCHMARKS = {
     "training": (
-        "unet_speed.py",
+        "benchmarks.unet_speed",
         "UNet training images/s against diffusers' UNet2DModel (same batch, dtype)",
     ),
     "sampling": (
-        "sampling_speed.py",
+        "benchmarks.sampling_speed",
         "sampling images/s, DDPM-1000 / DDIM-50 with and without CFG, vs diffusers",
     ),
     "toy": (
-        "toy.py",
+        "benchmarks.toy",
         "toy configs: wall time of train + sample 10k, distance to the truth vs the noise floor",
     ),
     "profile": (
-        "cpu_profile.py",
+        "benchmarks.cpu_profile",
         "where the CPU time goes, by kind of op, ours vs diffusers; the ceiling of the speed ratio",
     ),
-    "judge": ("mnist_judge.py", "a CNN trained on real MNIST that judges generated digits (train | judge)"),
-    "classifier-guidance": ("classifier_guidance.py", "judge accuracy of classifier-guided mnist5k samples"),
+    "judge": (
+        "benchmarks.mnist_judge",
+        "a CNN trained on real MNIST that judges generated digits (train | judge)",
+    ),
+    "classifier-guidance": (
+        "benchmarks.classifier_guidance",
+        "judge accuracy of classifier-guided mnist5k samples",
+    ),
     "gpu": (
-        "gpu_speed.py",
+        "benchmarks.gpu.driver",
         "CIFAR-10 UNet on a GPU: train/sample speed vs diffusers, MFU, memory, loss (--smoke: CPU)",
     ),
 }
@@ -62,14 +66,15 @@ def main(argv: list[str]) -> int:
     if name not in BENCHMARKS:
         print(f"error: unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}", file=sys.stderr)
         return 2
-    script = HERE / BENCHMARKS[name][0]
-    sys.path.insert(0, str(HERE))  # the scripts import each other by file name
-    sys.argv = [str(script), *options]
+    module = importlib.import_module(BENCHMARKS[name][0])
+    sys.argv = [f"python -m benchmarks {name}", *options]  # argparse's usage line names the front door
     try:
-        runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as done:  # the scripts end with sys.exit(main()) or argparse's exit
-        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    return 0
+        return module.main(options)
+    except SystemExit as done:  # argparse's exit (--help, bad options) and the benchmarks' errors
+        if isinstance(done.code, int) or done.code is None:
+            return done.code or 0
+        print(done.code, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

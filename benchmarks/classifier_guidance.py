@@ -5,7 +5,7 @@ with the same diffusion (the two shipped configs have it):
 
     .venv/bin/ddpmlab train --config configs/mnist5k_uncond.yaml --run runs/mnist5k_uncond
     .venv/bin/ddpmlab train-classifier --config configs/mnist5k_classifier.yaml --run runs/mnist5k_classifier
-    .venv/bin/python benchmarks/classifier_guidance.py --run runs/mnist5k_uncond \\
+    .venv/bin/python -m benchmarks classifier-guidance --run runs/mnist5k_uncond \\
         --classifier runs/mnist5k_classifier
 
 For each classifier scale s (``--scales``, default 0 1 3 10) it draws ``--num`` images (default 1000)
@@ -30,29 +30,24 @@ guidance at ``--cfg-scales`` (default 1 3) with the same labels, seed and sample
 Each scale's images are also those of
 ``ddpmlab sample --run RUN --classifier CLF --classifier-scale S --labels 0,1,2,3,4,5,6,7,8,9 --num N
 --sampler ddim --steps 50 --eta 0 --seed SEED --out x.npz`` (``--labels all`` would order the labels in
-blocks instead), judged by ``python benchmarks/mnist_judge.py judge x.npz``; the report lists these
+blocks instead), judged by ``python -m benchmarks judge judge x.npz``; the report lists these
 commands. Results: ``benchmarks/results/classifier_guidance.md`` and ``.json`` (``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import shlex
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks import harness
+from benchmarks.mnist_judge import judge_accuracy
 from ddpmlab.data.images import to_uint8
 from ddpmlab.runs import make_run_sampler, open_classifier, open_run, read_metrics, sample_run
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mnist_judge import judge_accuracy  # noqa: E402  (the separate judge, next to this file)
-
-RESULTS = Path(__file__).resolve().parent / "results"
 LABEL_CYCLE = "0,1,2,3,4,5,6,7,8,9"
 
 
@@ -123,7 +118,7 @@ def sample_command(args, kind: str, scale: float) -> str:
     if args.sampler == "ddim":
         parts += ["--eta", "0"]
     parts += ["--seed", str(args.seed), "--out", f"{kind}_{scale:g}.npz"]
-    return shlex.join(parts) + f" && python benchmarks/mnist_judge.py judge {kind}_{scale:g}.npz"
+    return shlex.join(parts) + f" && python -m benchmarks judge judge {kind}_{scale:g}.npz"
 
 
 def describe_run(path: str, run_step: int) -> str:
@@ -187,26 +182,10 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="an unconditional mnist5k diffusion run")
-    parser.add_argument("--classifier", required=True, help="a run of ddpmlab train-classifier")
-    parser.add_argument("--scales", nargs="*", type=float, default=[0.0, 1.0, 3.0, 10.0])
-    parser.add_argument("--cfg-run", help="optional: a class-conditional run for classifier-free rows")
-    parser.add_argument("--cfg-scales", nargs="*", type=float, default=[1.0, 3.0])
-    parser.add_argument("--num", type=int, default=1000)
-    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(RESULTS / "classifier_guidance"), help="path without suffix")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def measure_all(args) -> tuple[dict, list[dict], list[str]]:
+    """Every row (classifier-guided scales, then classifier-free ones) and each row's sample command;
+    also the runs measured, for the report."""
     labels = torch.arange(10)  # cycled over the samples: 0, 1, ..., 9, 0, 1, ...
-
     run, classifier = open_run(args.run, args.device), open_classifier(args.classifier, args.device)
     options = {"eta": 0.0} if args.sampler == "ddim" else {}
     sampler = make_run_sampler(run, args.sampler, args.steps, **options)
@@ -225,27 +204,44 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(measure("classifier-free", scale, cfg, cfg_sampler, labels, args))
             commands.append(sample_command(args, "classifier-free", scale))
             print(_line(rows[-1]), flush=True)
+    measured = {"run": run, "classifier": classifier, "cfg": cfg, "sampler": sampler}
+    return measured, rows, commands
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="an unconditional mnist5k diffusion run")
+    parser.add_argument("--classifier", required=True, help="a run of ddpmlab train-classifier")
+    parser.add_argument("--scales", nargs="*", type=float, default=[0.0, 1.0, 3.0, 10.0])
+    parser.add_argument("--cfg-run", help="optional: a class-conditional run for classifier-free rows")
+    parser.add_argument("--cfg-scales", nargs="*", type=float, default=[1.0, 3.0])
+    parser.add_argument("--num", type=int, default=1000)
+    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu")
+    harness.add_output_options(parser, "classifier_guidance")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    measured, rows, commands = measure_all(args)
+    cfg = measured["cfg"]
     report = {
-        "run": describe_run(args.run, run.step),
-        "classifier": describe_run(args.classifier, classifier.step),
+        "run": describe_run(args.run, measured["run"].step),
+        "classifier": describe_run(args.classifier, measured["classifier"].step),
         "cfg_run": describe_run(args.cfg_run, cfg.step) if cfg is not None else None,
-        "sampler": repr(sampler),
+        "sampler": repr(measured["sampler"]),
         "num": args.num,
         "seed": args.seed,
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"device {args.device}, torch {torch.__version__}, Python {platform.python_version()}",
-        "command": shlex.join([".venv/bin/python", "benchmarks/classifier_guidance.py", *sys.argv[1:]])
-        if argv is None
-        else shlex.join(["benchmarks/classifier_guidance.py", *argv]),
+        "machine": harness.machine_line(args.device),
+        "command": harness.command_line("classifier-guidance", argv),
         "sample_commands": commands,
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(markdown(report))
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    if not args.no_write:
+        harness.write_report(args.out, report, markdown(report))
     return 0
 
 

@@ -34,9 +34,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -44,20 +42,10 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sampling_speed import (  # noqa: E402  (the benchmarks next to this file)
-    NULL_CLASS,
-    build_models,
-    cpu_name,
-    diffusers_loop,
-    diffusers_scheduler,
-    ours_loop,
-    ours_sampler,
-)
-from unet_speed import NUM_CLASSES, Contestant, diffusers_unet, our_unet, write_report  # noqa: E402
+from benchmarks import harness, sampling_speed
+from benchmarks.harness import MNIST_SHAPE, NULL_CLASS, NUM_CLASSES
+from benchmarks.unet_speed import Contestant, matched_pair, training_batch
 
-RESULTS = Path(__file__).resolve().parent / "results"
-SHAPE = (1, 28, 28)
 TARGETS = {"training": 1.2, "sampling": 1.3}
 
 # Kinds of operation, matched against aten op names in this order (first match wins).
@@ -113,11 +101,7 @@ def matmul_roof_gflops(size: int = 1536, repeats: int = 5) -> float:
     """Float32 GFLOP/s of a large square matrix product on this machine's torch threads (best of runs)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - started)
+    best = min(harness.timed(lambda: torch.mm(a, b)) for _ in range(repeats))
     return 2 * size**3 / best / 1e9
 
 
@@ -125,9 +109,7 @@ def compare(
     name: str, steps: dict[str, Callable[[], object]], warmup: int, timed: int, target: float
 ) -> dict:
     """Profile the steps of both contestants and compute the ceiling of the ratio ours / diffusers."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
+    harness.warm_up(steps.values(), warmup)
     # Interleave: ours, diffusers, ours, diffusers, ...: load from other processes falls on both alike.
     sums: dict[str, dict[str, float]] = {who: {} for who in steps}
     for _ in range(timed):
@@ -156,15 +138,10 @@ def compare(
 def training_section(args) -> dict:
     """One training step of unet_speed.py's contestants (different initial weights: timing only)."""
     torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    batch = {
-        "x": torch.randn(args.batch, *SHAPE, generator=g),
-        "t": torch.randint(0, 1000, (args.batch,), generator=g),
-        "labels": torch.randint(0, NUM_CLASSES, (args.batch,), generator=g),
-        "target": torch.randn(args.batch, *SHAPE, generator=g),
-    }
-    ours = Contestant("ddpmlab", our_unet(args.base), "ours", batch, channels_last=False)
-    theirs = Contestant("diffusers", diffusers_unet(args.base), "diffusers", batch, channels_last=False)
+    batch = training_batch(args.batch)
+    ours_net, theirs_net = matched_pair(args.base)
+    ours = Contestant("ddpmlab", ours_net, "ours", batch, channels_last=False)
+    theirs = Contestant("diffusers", theirs_net, "diffusers", batch, channels_last=False)
     steps = {"ddpmlab": ours.step, "diffusers": theirs.step}
     return compare(f"training step, batch {args.batch}", steps, args.warmup, args.steps, TARGETS["training"])
 
@@ -173,7 +150,7 @@ def sampling_section(args, ours: nn.Module, theirs: nn.Module, guided: bool) -> 
     """One network call of a sampling step (both CFG branches in one call when ``guided``)."""
     batch = 2 * args.batch if guided else args.batch
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(batch, *SHAPE, generator=g)
+    x = torch.randn(batch, *MNIST_SHAPE, generator=g)
     labels = torch.arange(batch) % NUM_CLASSES
     if guided:
         labels[args.batch :] = NULL_CLASS
@@ -200,38 +177,42 @@ class OneMultiply(nn.Module):
         return SimpleNamespace(sample=out) if class_labels is not None else out
 
 
+def loop_ms_per_step(kind: str, num_steps: int, timed: int, guidance: float | None, labels, seed_block: int):
+    """Milliseconds per step of our loop and diffusers' over the first ``timed`` steps, with
+    :class:`OneMultiply` as the network (ours warmed up for 5 steps first)."""
+    network = OneMultiply()
+    sampler = sampling_speed.ours_sampler(kind, num_steps)
+    scheduler = harness.diffusers_scheduler(kind, num_steps)
+    loops = {
+        "ddpmlab": lambda: sampling_speed.ours_loop(sampler, network, labels, guidance, 0, seed_block, timed),
+        "diffusers": lambda: sampling_speed.diffusers_loop(scheduler, network, labels, guidance, 0, timed),
+    }
+    sampling_speed.ours_loop(sampler, network, labels, guidance, 0, seed_block, 5)  # warm-up
+    return {who: harness.timed(loop) * 1000 / timed for who, loop in loops.items()}
+
+
 def loop_overhead_section(args) -> dict:
     """Milliseconds per step of the sampling loops themselves (the network costs one multiply)."""
     labels = torch.arange(args.batch) % NUM_CLASSES
-    network, result = OneMultiply(), {}
     seed_block = 8 if args.batch % 8 == 0 else 0  # as `ddpmlab sample` draws noise: one generator per 8
+    result = {}
     for kind, num_steps, timed in (("ddpm", 1000, 200), ("ddim", 50, 50)):
         for guidance in (None, 3.0):
             row = f"{kind.upper()}-{num_steps}" + (" + CFG" if guidance else "")
-            sampler, scheduler = ours_sampler(kind, num_steps), diffusers_scheduler(kind, num_steps)
-            ours_loop(sampler, network, labels, guidance, 0, seed_block, max_steps=5)  # warm-up
-            started = time.perf_counter()
-            ours_loop(sampler, network, labels, guidance, 0, seed_block, max_steps=timed)
-            ours_ms = (time.perf_counter() - started) * 1000 / timed
-            started = time.perf_counter()
-            diffusers_loop(scheduler, network, labels, guidance, 0, max_steps=timed)
-            theirs_ms = (time.perf_counter() - started) * 1000 / timed
-            result[row] = {"ddpmlab": ours_ms, "diffusers": theirs_ms}
+            result[row] = loop_ms_per_step(kind, num_steps, timed, guidance, labels, seed_block)
     return result
 
 
 def run(args) -> dict:
-    import diffusers
-
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    ours, theirs, _ = build_models(args.base, seed=0)
+    ours, theirs, _ = sampling_speed.build_models(args.base, seed=0)
     report = {
         "machine": {
-            "cpu": cpu_name(),
+            "cpu": harness.cpu_name(),
             "threads": torch.get_num_threads(),
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
+            "diffusers": harness.versions()["diffusers"],
             "matmul_roof_gflops": matmul_roof_gflops(),
         },
         "settings": {"base_channels": args.base, "batch": args.batch, "steps": args.steps},
@@ -310,16 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per contestant and section")
     parser.add_argument("--steps", type=int, default=5, help="profiled calls per contestant and section")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's default)")
-    parser.add_argument("--out", default=str(RESULTS / "cpu_profile"), help="output path without suffix")
-    parser.add_argument("--no-write", action="store_true")
+    harness.add_output_options(parser, "cpu_profile")
     args = parser.parse_args(argv)
     if args.base % 32 or args.base <= 0 or args.batch <= 0 or args.steps <= 0 or args.warmup < 0:
         parser.error("--base must be a positive multiple of 32 (32 groups); --batch, --steps positive")
     report = run(args)
-    text = markdown(report)
-    print(text)
-    if not args.no_write:
-        write_report(args.out, report, text)
+    harness.publish(args, report, markdown(report))
     return 0
 
 

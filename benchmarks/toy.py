@@ -2,8 +2,8 @@
 
 Run by hand (not a test):
 
-    .venv/bin/python benchmarks/toy.py                       # all toy configs, seeds 0 1 2
-    .venv/bin/python benchmarks/toy.py --configs mog1d --seeds 0
+    .venv/bin/python -m benchmarks toy                       # all toy configs, seeds 0 1 2
+    .venv/bin/python -m benchmarks toy --configs mog1d --seeds 0 --no-write
 
 For each config and seed it times, in one process and wall clock, building + training the run and then
 sampling ``sample.num`` points with the config's sampler (the work ``ddpmlab train`` + ``ddpmlab
@@ -12,27 +12,26 @@ sample`` do, without interpreter start-up and plots), then measures the samples:
 - 1-D: W1 to the true distribution and its floor (the median W1 of an exact sample of the same size);
 - 2-D: sliced W1 to a fresh exact sample and its floor (the median between two exact samples).
 
-It prints a Markdown table and writes it, with the raw numbers, to ``benchmarks/results/``.
+It prints a Markdown table and writes it, with the raw numbers, to ``benchmarks/results/toy.{md,json}``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks import harness
 from ddpmlab.config import load_config
 from ddpmlab.metrics import toy_metrics
 from ddpmlab.runs import make_run_sampler, open_run, sample_run, train_run
 
-CONFIGS = Path(__file__).resolve().parents[1] / "src" / "ddpmlab" / "configs"
 TOY = ["mog1d", "mog2d", "moons", "swiss_roll", "circles"]
 TARGETS = {
     "mog1d": (30.0, 1.3),
@@ -45,7 +44,7 @@ TARGETS = {
 
 def run_once(name: str, seed: int, workdir: Path) -> dict:
     config = load_config(
-        CONFIGS / f"{name}.yaml", [f"train.seed={seed}", "train.progress=false", "train.tensorboard=false"]
+        harness.config_path(name), [f"train.seed={seed}", "train.progress=false", "train.tensorboard=false"]
     )
     run_dir = workdir / f"{name}-{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -108,13 +107,13 @@ def markdown(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="*", default=TOY)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "toy"))
-    args = parser.parse_args()
+    harness.add_output_options(parser, "toy")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
@@ -129,21 +128,12 @@ def main() -> None:
                 )
                 rows.append(row)
     table = summarise(rows)
-    machine = (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, Python {platform.python_version()}"
-    )
-    text = (
-        f"# Toy benchmark\n\nMachine: {machine}\n\nCommand: `python benchmarks/toy.py`\n\n{markdown(table)}\n"
-    )
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text)
-    out.with_suffix(".json").write_text(
-        json.dumps({"machine": machine, "rows": rows, "table": table}, indent=2)
-    )
+    machine = harness.machine_line()
+    command = harness.command_line("toy", argv)
+    text = f"# Toy benchmark\n\nMachine: {machine}\n\nCommand: `{command}`\n\n{markdown(table)}\n"
+    harness.publish(args, {"machine": machine, "rows": rows, "table": table}, text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,21 +2,22 @@
 
 Run by hand (not a test):
 
-    .venv/bin/python benchmarks/unet_speed.py              # base 32 (the mnist5k config), batch 64, 2 threads
-    .venv/bin/python benchmarks/unet_speed.py --base 32 64 --rounds 9
+    .venv/bin/python -m benchmarks training              # base 32 (the mnist5k config), batch 64, 2 threads
+    .venv/bin/python -m benchmarks training --base 32 64 --rounds 9
     git show 05da493:src/ddpmlab/models/unet.py > /tmp/unet_before.py
-    .venv/bin/python benchmarks/unet_speed.py --extra /tmp/unet_before.py --extra-name "UNet before"
+    .venv/bin/python -m benchmarks training --extra /tmp/unet_before.py --extra-name "UNet before"
 
 ``--extra`` adds another copy of unet.py (e.g. an earlier commit's) as a third contestant, and first
 checks that it computes the same function as the current UNet (same weights; outputs and gradients).
 
-Configuration (the MNIST demo's shape): 1 x 28 x 28 input, ``base`` channels, channel_mults (1, 2, 2),
-2 residual blocks per level, self-attention at level 2 (7x7) and in the middle, 4 heads, FiLM
-(scale-shift) time conditioning, dropout 0.1, GroupNorm with 32 groups, class-conditional with 10
-classes. diffusers' model is configured to the same network: block_out_channels = widths,
-layers_per_block=2, (DownBlock2D, DownBlock2D, AttnDownBlock2D) / (AttnUpBlock2D, UpBlock2D, UpBlock2D),
-resnet_time_scale_shift="scale_shift", attention_head_dim = width / 4, num_class_embeds=10,
-norm_num_groups=32, dropout 0.1. The parameter counts differ only by our extra "no class" embedding row.
+Configuration (the MNIST demo's shape, ``harness.mnist_unet``): 1 x 28 x 28 input, ``base`` channels,
+channel_mults (1, 2, 2), 2 residual blocks per level, self-attention at level 2 (7x7) and in the middle,
+4 heads, FiLM (scale-shift) time conditioning, dropout 0.1, GroupNorm with 32 groups, class-conditional
+with 10 classes. diffusers' model is configured to the same network (``harness.diffusers_twin`` with
+10 class embeddings): block_out_channels = widths, layers_per_block=2, (DownBlock2D, DownBlock2D,
+AttnDownBlock2D) / (AttnUpBlock2D, UpBlock2D, UpBlock2D), resnet_time_scale_shift="scale_shift",
+attention_head_dim = width / 4, num_class_embeds=10, norm_num_groups=32, dropout 0.1. The parameter
+counts differ only by our extra "no class" embedding row.
 
 A training step is: forward on (x_t, t, labels), MSE loss against a fixed target, backward, AdamW step
 (float32, train mode). Every model is warmed up, then timed in ``rounds`` rounds; in each round every
@@ -30,75 +31,25 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import platform
 import statistics
 import sys
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ddpmlab.models import UNet, count_parameters
-
-RESULTS = Path(__file__).resolve().parent / "results"
-NUM_CLASSES = 10
-HEADS = 4
-
-
-def our_unet(base: int, unet_class=UNet) -> torch.nn.Module:
-    return unet_class(
-        in_channels=1,
-        base_channels=base,
-        channel_mults=(1, 2, 2),
-        num_res_blocks=2,
-        attention_levels=[2],
-        num_heads=HEADS,
-        dropout=0.1,
-        image_size=28,
-        condition="class",
-        num_classes=NUM_CLASSES,
-        scale_shift=True,
-        num_groups=32,
-    )
+import ddpmlab.models.unet
+from benchmarks import harness
+from benchmarks.harness import HEADS, MNIST_SHAPE, NUM_CLASSES, mnist_unet
+from ddpmlab.models import count_parameters
 
 
-def diffusers_unet(base: int) -> torch.nn.Module:
-    from diffusers import UNet2DModel
-
-    widths = (base, 2 * base, 2 * base)
-    return UNet2DModel(
-        sample_size=28,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=widths,
-        layers_per_block=2,
-        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        attention_head_dim=widths[-1] // HEADS,
-        norm_num_groups=32,
-        resnet_time_scale_shift="scale_shift",
-        num_class_embeds=NUM_CLASSES,
-        dropout=0.1,
-    )
-
-
-def write_report(out: str | Path, result: dict, text: str) -> None:
-    """Write a benchmark's results as ``out``.json (the data) and ``out``.md (the table), and say so."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(text)
-    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
-
-
-def load_unet_class(path: str):
-    """The ``UNet`` class of another copy of unet.py (e.g. an earlier commit's), for before/after runs."""
+def load_unet_module(path: str):
+    """Another copy of unet.py (e.g. an earlier commit's) as a module, for before/after runs."""
     spec = importlib.util.spec_from_file_location(f"unet_extra_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.UNet
+    return module
 
 
 def _perturb(model: torch.nn.Module, generator: torch.Generator) -> None:
@@ -118,30 +69,26 @@ def _compare(reference, other, inputs) -> tuple[float, float, float]:
         out.square().mean().backward()
         results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
     (out_a, grads_a), (out_b, grads_b) = results
-    grad_diff = max((a - b).abs().max().item() for a, b in zip(grads_a, grads_b))
-    return (out_a - out_b).abs().max().item(), grad_diff, out_a.abs().max().item()
+    grad_diff = max(harness.max_abs_diff(a, b) for a, b in zip(grads_a, grads_b))
+    return harness.max_abs_diff(out_a, out_b), grad_diff, out_a.abs().max().item()
 
 
-def check_same_function(base: int, unet_path: str) -> dict:
-    """Does ddpmlab's UNet compute what the UNet of ``unet_path`` (e.g. an earlier commit's) computes?
+def check_same_function(base: int, old) -> dict:
+    """Does ddpmlab's UNet compute what the UNet of module ``old`` (e.g. an earlier commit's) computes?
 
     With the same perturbed weights: the whole model in float32 (the time embedding is float32 only) and
     each block in float64, where equal mathematics agrees to ~1e-12 whatever the order of operations.
     Outputs in eval mode (dropout off), and the gradients of every parameter.
     """
-    import ddpmlab.models.unet as new
-
-    spec = importlib.util.spec_from_file_location("unet_reference", unet_path)
-    old = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(old)
+    new = ddpmlab.models.unet
     g = torch.Generator().manual_seed(0)
     result = {}
-    reference = our_unet(base, old.UNet)
+    reference = mnist_unet(base, old.UNet)
     _perturb(reference, g)
-    x = torch.randn(16, 1, 28, 28, generator=g)
+    x = torch.randn(16, *MNIST_SHAPE, generator=g)
     t = torch.randint(0, 1000, (16,), generator=g)
     labels = torch.randint(0, NUM_CLASSES + 1, (16,), generator=g)  # NUM_CLASSES means "no class"
-    result["unet_float32"] = _compare(reference, our_unet(base, new.UNet), (x, t, labels))
+    result["unet_float32"] = _compare(reference, mnist_unet(base, new.UNet), (x, t, labels))
     c = 2 * base
     x = torch.randn(8, c, 14, 14, generator=g, dtype=torch.float64)
     emb = torch.randn(8, 4 * base, generator=g, dtype=torch.float64)
@@ -157,6 +104,23 @@ def check_same_function(base: int, unet_path: str) -> dict:
         _perturb(reference, g)
         result[f"{name}_float64"] = _compare(reference, build(new).double(), inputs)
     return result
+
+
+def training_batch(batch: int) -> dict[str, torch.Tensor]:
+    """The fixed batch every step trains on: x_t, t, class labels and the MSE target (seed 0)."""
+    g = torch.Generator().manual_seed(0)
+    return {
+        "x": torch.randn(batch, *MNIST_SHAPE, generator=g),
+        "t": torch.randint(0, 1000, (batch,), generator=g),
+        "labels": torch.randint(0, NUM_CLASSES, (batch,), generator=g),
+        "target": torch.randn(batch, *MNIST_SHAPE, generator=g),
+    }
+
+
+def matched_pair(base: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Our MNIST UNet and diffusers' twin of it (10 class embeddings, as diffusers would train it)."""
+    ours = mnist_unet(base)
+    return ours, harness.diffusers_twin(ours, MNIST_SHAPE[-1], class_embeds=NUM_CLASSES)
 
 
 class Contestant:
@@ -182,76 +146,56 @@ class Contestant:
         self.optimizer.step()
 
     def timed(self, steps: int) -> float:
-        started = time.perf_counter()
-        for _ in range(steps):
-            self.step()
-        rate = steps * self.batch["x"].shape[0] / (time.perf_counter() - started)
+        """Images/s of ``steps`` steps back to back (recorded in ``rates``)."""
+        rate = steps * self.batch["x"].shape[0] / harness.timed(self.step, steps)
         self.rates.append(rate)
         return rate
 
 
-def run(args, base: int) -> dict:
+def contestants(args, base: int) -> tuple[list[Contestant], dict | None]:
+    """ddpmlab's UNet, diffusers' twin and (``--extra``) another unet.py's UNet, checked first."""
     torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    batch = {
-        "x": torch.randn(args.batch, 1, 28, 28, generator=g),
-        "t": torch.randint(0, 1000, (args.batch,), generator=g),
-        "labels": torch.randint(0, NUM_CLASSES, (args.batch,), generator=g),
-        "target": torch.randn(args.batch, 1, 28, 28, generator=g),
-    }
-    contestants = [
-        Contestant("ddpmlab UNet", our_unet(base), "ours", batch, args.channels_last),
-        Contestant("diffusers UNet2DModel", diffusers_unet(base), "diffusers", batch, args.channels_last),
+    batch = training_batch(args.batch)
+    ours, theirs = matched_pair(base)
+    field = [
+        Contestant("ddpmlab UNet", ours, "ours", batch, args.channels_last),
+        Contestant("diffusers UNet2DModel", theirs, "diffusers", batch, args.channels_last),
     ]
     check = None
     if args.extra:
-        extra_class = load_unet_class(args.extra)
+        old = load_unet_module(args.extra)
         name = args.extra_name or f"UNet from {args.extra}"
-        check = check_same_function(base, args.extra)
+        check = check_same_function(base, old)
         print(f"same function as {name} (same weights; max |output diff|, max |grad diff|, max |output|):")
         for key, values in check.items():
             print(f"  {key}: " + ", ".join(f"{v:.1e}" for v in values))
-        contestants.append(Contestant(name, our_unet(base, extra_class), "ours", batch, args.channels_last))
-    params = {c.name: count_parameters(c.model) for c in contestants}
-    ours, theirs = params[contestants[0].name], params[contestants[1].name]
+        field.append(Contestant(name, mnist_unet(base, old.UNet), "ours", batch, args.channels_last))
+    return field, check
+
+
+def run(args, base: int) -> dict:
+    field, check = contestants(args, base)
+    params = {c.name: count_parameters(c.model) for c in field}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, base {base}")
     for name, count in params.items():
         print(f"  {name}: {count:,} parameters")
-    if abs(ours - theirs) > 0.05 * theirs:
-        raise SystemExit(f"parameter counts differ by more than 5%: {ours:,} vs {theirs:,}")
-
-    for c in contestants:
-        for _ in range(args.warmup):
-            c.step()
+    harness.require_similar_size({c.name: params[c.name] for c in field[:2]})
+    harness.warm_up([c.step for c in field], args.warmup)
     ratios = []
     for r in range(args.rounds):
-        order = contestants[r % len(contestants) :] + contestants[: r % len(contestants)]
-        rates = {c.name: c.timed(args.steps) for c in order}
-        ratios.append(rates[contestants[0].name] / rates[contestants[1].name])
+        rates = {c.name: c.timed(args.steps) for c in harness.rotated(field, r)}
+        ratios.append(rates[field[0].name] / rates[field[1].name])
         print(
             f"round {r + 1}/{args.rounds}: "
             + ", ".join(f"{n} {v:.1f} img/s" for n, v in rates.items())
             + f", ratio {ratios[-1]:.3f}"
         )
-
-    result = {
-        "config": {
-            "input": [1, 28, 28],
-            "base_channels": base,
-            "channel_mults": [1, 2, 2],
-            "num_res_blocks": 2,
-            "attention_levels": [2],
-            "num_heads": HEADS,
-            "num_groups": 32,
-            "classes": NUM_CLASSES,
-            "scale_shift": True,
-            "dropout": 0.1,
-            "batch": args.batch,
-            "dtype": "float32",
-            "channels_last": args.channels_last,
-        },
+    ratio_of_medians = statistics.median(field[0].rates) / statistics.median(field[1].rates)
+    config = {"dropout": 0.1, "batch": args.batch, "dtype": "float32", "channels_last": args.channels_last}
+    return {
+        "config": {**harness.mnist_config(base), **config},
         "torch": torch.__version__,
-        "diffusers": __import__("diffusers").__version__,
+        "diffusers": harness.versions()["diffusers"],
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -259,26 +203,12 @@ def run(args, base: int) -> dict:
         "rounds": args.rounds,
         "steps_per_round": args.steps,
         "models": {
-            c.name: {
-                "parameters": params[c.name],
-                "median_images_per_s": statistics.median(c.rates),
-                "min_images_per_s": min(c.rates),
-                "max_images_per_s": max(c.rates),
-                "rates": c.rates,
-            }
-            for c in contestants
+            c.name: {"parameters": params[c.name], **harness.rate_stats(c.rates), "rates": c.rates}
+            for c in field
         },
         "check_against_extra": check,
-        "ratio_ours_over_diffusers": {
-            "median_of_round_ratios": statistics.median(ratios),
-            "min": min(ratios),
-            "max": max(ratios),
-            "ratio_of_medians": statistics.median(contestants[0].rates)
-            / statistics.median(contestants[1].rates),
-            "rounds": ratios,
-        },
+        "ratio_ours_over_diffusers": harness.ratio_stats(ratios, ratio_of_medians=ratio_of_medians),
     }
-    return result
 
 
 def markdown(result: dict) -> str:
@@ -339,16 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--extra", help="path of another unet.py whose UNet joins the comparison")
     parser.add_argument("--extra-name", help="the name of --extra's UNet in the report")
-    parser.add_argument("--out", default=str(RESULTS / "unet_speed_cpu"), help="output path without suffix")
-    parser.add_argument("--no-write", action="store_true")
+    harness.add_output_options(parser, "unet_speed_cpu")
     args = parser.parse_args(argv)
-    results = [run(args, base) for base in args.base]
+    try:
+        results = [run(args, base) for base in args.base]
+    except harness.DifferentWork as error:
+        raise SystemExit(str(error)) from None
     title = ["# UNet training throughput on the CPU: ddpmlab vs diffusers", ""]
-    text = "\n".join(title + [markdown(r) for r in results])
-    result = {"runs": results}
-    print(text)
-    if not args.no_write:
-        write_report(args.out, result, text)
+    harness.publish(args, {"runs": results}, "\n".join(title + [markdown(r) for r in results]))
     return 0
 
 

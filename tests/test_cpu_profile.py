@@ -15,8 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 pytest.importorskip("diffusers")  # the benchmark's reference (a dev-only dependency)
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import cpu_profile  # noqa: E402
+from benchmarks import cpu_profile  # noqa: E402
 
 
 @pytest.mark.parametrize(
