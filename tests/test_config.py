@@ -50,7 +50,7 @@ def test_dotted_overrides_parse_yaml_values(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["train.stpes=3"], r"unknown key\(s\) stpes in train; allowed: .*steps"),
+        (["train.stpes=3"], r"unknown key\(s\) stpes in train \(did you mean steps\?\); allowed: .*steps"),
         (["trian.steps=3"], "unknown config section"),
         (["train.steps=-1"], "train.steps must be a positive integer"),
         (["train.precision=fp8"], "train.precision must be one of fp32, bf16, fp16"),

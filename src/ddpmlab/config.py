@@ -19,15 +19,23 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ddpmlab.diffusion import PREDICTION_TYPES
+from ddpmlab.plain import (
+    FlowList,
+    PlainDataError,
+    did_you_mean,
+    one_line,
+    read_plain_yaml,
+    short_repr,
+    write_plain_yaml,
+)
 from ddpmlab.sampling import SAMPLERS, VARIANCE_TYPES
-from ddpmlab.schedules import SPACINGS
+from ddpmlab.schedules import SPACINGS, ScheduleError, make_schedule, schedule_names
 
 __all__ = [
     "Config",
@@ -38,6 +46,7 @@ __all__ = [
     "TrainConfig",
     "SampleConfig",
     "load_config",
+    "resolve_schedule",
     "parse_overrides",
     "apply_overrides",
 ]
@@ -61,7 +70,7 @@ def _check_positive(
     if value is None and allow_none:
         return
     kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or value <= 0:
         what = "a positive integer" if integer else "a positive number"
         raise ConfigError(f"{section}.{key} must be {what}{' or null' if allow_none else ''}; got {value!r}")
 
@@ -107,18 +116,36 @@ class ModelConfig:
 
 @dataclass
 class DiffusionConfig:
-    """The forward process: schedule (a name or 'module:function'), T and the prediction target."""
+    """The forward process: schedule (a name or 'module:function'), T and the prediction target.
+
+    ``betas`` is the schedule as numbers. :func:`load_config` records them for a ``module:function``
+    schedule (the one time that code is imported), so a run stores its schedule as numbers and
+    opening it never imports code. When set, they are the schedule (``schedule`` is then its name);
+    there must be ``timesteps`` of them, each in (0, 1).
+    """
 
     schedule: str = "linear"
     timesteps: int = 1000
     prediction: str = "eps"
     min_snr_gamma: float | None = None
     schedule_options: dict[str, Any] = field(default_factory=dict)
+    betas: list[float] | None = None
 
     def validate(self) -> None:
         _check_positive("diffusion", "timesteps", self.timesteps, integer=True)
         _check_choice("diffusion", "prediction", self.prediction, PREDICTION_TYPES)
         _check_positive("diffusion", "min_snr_gamma", self.min_snr_gamma, allow_none=True)
+        if not self.schedule:
+            raise ConfigError("diffusion.schedule must be a schedule name")
+        if self.betas is not None:
+            if len(self.betas) != self.timesteps:
+                raise ConfigError(
+                    f"diffusion.betas holds {len(self.betas)} numbers but diffusion.timesteps is "
+                    f"{self.timesteps}"
+                )
+            bad = next((b for b in self.betas if not isinstance(b, float) or not 0.0 < b < 1.0), None)
+            if bad is not None:
+                raise ConfigError(f"diffusion.betas must be numbers in (0, 1); got {bad!r}")
 
 
 @dataclass
@@ -244,20 +271,22 @@ class Config:
         raw = copy.deepcopy(raw or {})
         if not isinstance(raw, dict):
             raise ConfigError("a config must be a mapping of sections")
-        unknown = set(raw) - set(SECTIONS) - {"name"}
+        _check_keys("the config", raw)
+        unknown = sorted(set(raw) - set(SECTIONS) - {"name"})
         if unknown:
             raise ConfigError(
-                f"unknown config section(s) {', '.join(sorted(unknown))}; "
+                f"unknown config section {unknown[0]!r}{did_you_mean(unknown[0], ['name', *SECTIONS])}; "
                 f"sections are name, {', '.join(SECTIONS)}"
             )
-        sections = {key: _build_section(key, raw.get(key) or {}) for key in SECTIONS}
+        sections = {key: _build_section(key, {} if raw.get(key) is None else raw[key]) for key in SECTIONS}
         name = raw.get("name", "run")
         if not isinstance(name, str) or not name:
-            raise ConfigError("name must be a non-empty string")
+            raise ConfigError(f"name must be a non-empty string; got {short_repr(name)}")
         return cls(name=name, **sections)
 
     def to_dict(self) -> dict[str, Any]:
-        """Nested plain data, with each open section's options flattened back into the section."""
+        """Nested plain data, with each open section's options flattened back into the section (and
+        ``diffusion.betas`` left out when there are none)."""
         result: dict[str, Any] = {"name": self.name}
         for key in SECTIONS:
             section = dataclasses.asdict(getattr(self, key))
@@ -265,65 +294,124 @@ class Config:
             if extra_key:
                 section.update(section.pop(extra_key))
             result[key] = section
+        if result["diffusion"]["betas"] is None:
+            del result["diffusion"]["betas"]
         return result
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        """The config as YAML (recorded betas on one line)."""
+        raw = self.to_dict()
+        if "betas" in raw["diffusion"]:
+            raw["diffusion"]["betas"] = FlowList(raw["diffusion"]["betas"])
+        return write_plain_yaml(raw)
 
     def with_overrides(self, overrides: list[str]) -> Config:
         return Config.from_dict(apply_overrides(self.to_dict(), parse_overrides(overrides)))
+
+
+def _check_keys(where: str, mapping: dict) -> None:
+    bad = next((key for key in mapping if not isinstance(key, str)), None)
+    if bad is not None:
+        raise ConfigError(f"keys in {where} must be names (strings); got {short_repr(bad)}")
 
 
 def _build_section(key: str, values: Any) -> Any:
     cls = SECTIONS[key]
     if not isinstance(values, dict):
         raise ConfigError(f"config section {key!r} must be a mapping, got {type(values).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
+    _check_keys(f"section {key}", values)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     extra_key = OPEN_SECTIONS.get(key)
-    known = {k: v for k, v in values.items() if k in names and k != extra_key}
-    extra = {k: v for k, v in values.items() if k not in names}
+    known = {k: _typed(key, fields[k], v) for k, v in values.items() if k in fields and k != extra_key}
+    extra = {k: v for k, v in values.items() if k not in fields}
     if extra_key:
-        known[extra_key] = {**(values.get(extra_key) or {}), **extra}
+        own = values.get(extra_key) or {}
+        if not isinstance(own, dict):
+            raise ConfigError(f"{key}.{extra_key} must be a mapping; got {short_repr(own)}")
+        _check_keys(f"{key}.{extra_key}", own)
+        known[extra_key] = {**own, **extra}
     elif extra:
-        allowed = ", ".join(sorted(names))
-        raise ConfigError(f"unknown key(s) {', '.join(sorted(extra))} in {key}; allowed: {allowed}")
-    try:
-        section = cls(**known)
-    except TypeError as error:
-        raise ConfigError(f"{key}: {error}") from None
-    _coerce_numbers(key, section)
-    return section
+        first = sorted(extra)[0]
+        allowed = ", ".join(sorted(fields))
+        raise ConfigError(
+            f"unknown key(s) {', '.join(sorted(extra))} in {key}{did_you_mean(first, list(fields))}; "
+            f"allowed: {allowed}"
+        )
+    return cls(**known)
 
 
-def _coerce_numbers(key: str, section: Any) -> None:
-    """YAML reads 1e-3 as a string and users write 3 for 3.0: fix both where a float is declared."""
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        declared = str(f.type)
-        if isinstance(value, str) and ("float" in declared or "int" in declared) and "str" not in declared:
-            try:
-                value = float(value) if "float" in declared else int(value)
-            except ValueError:
-                raise ConfigError(f"{key}.{f.name} must be a number; got {value!r}") from None
-            setattr(section, f.name, value)
-        elif isinstance(value, int) and not isinstance(value, bool) and declared.startswith("float"):
-            setattr(section, f.name, float(value))
+_KIND_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "dict": "a mapping",
+    "list": "a list of numbers",
+    "None": "null",
+}
+
+
+def _typed(section: str, f: dataclasses.Field, value: Any) -> Any:
+    """``value`` checked against the field's declared type (``int | None``, ``float``, ...), with the
+    conversions a YAML file needs: number strings (YAML 1.1 reads 1e-3 as a string) and whole floats
+    to ints, ints to floats. Floats must be finite. Raises ConfigError naming ``section.field``."""
+    kinds = [part.strip().split("[")[0] for part in str(f.type).split("|")]
+    where = f"{section}.{f.name}"
+    if value is None:
+        if "None" in kinds:
+            return None
+    elif "bool" in kinds:
+        if isinstance(value, bool):
+            return value
+    elif isinstance(value, bool):
+        pass  # true/false where a number or a name is expected
+    elif "int" in kinds or "float" in kinds:
+        number = _number(value, where)
+        if number is not None and "float" in kinds:
+            return float(number)
+        if number is not None and float(number).is_integer():
+            return int(number)
+    elif "str" in kinds and isinstance(value, str):
+        return value
+    elif "dict" in kinds and isinstance(value, dict):
+        return value
+    elif "list" in kinds and isinstance(value, list):
+        return [_number(item, where) if not isinstance(item, bool) else item for item in value]
+    what = " or ".join(_KIND_WORDS[kind] for kind in kinds if kind in _KIND_WORDS)
+    raise ConfigError(f"{where} must be {what}; got {short_repr(value)}")
+
+
+def _number(value: Any, where: str) -> int | float | None:
+    """An int or a finite float from a number or a number string; None for anything else."""
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value.lower() for c in ".en") else int(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number; got {value!r}")
+    return value
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """``["train.steps=3000", "data.means=[-3,0,4]"]`` -> ``{"train.steps": 3000, "data.means": [-3, 0, 4]}``.
 
-    Values are parsed as YAML (numbers, lists, null, true/false; anything else stays a string).
+    Values are parsed as YAML (numbers, lists, null, true/false); a value YAML cannot parse stays a
+    string, but a tag (``!!python/...``) or an alias is an error, as in config files.
     """
     parsed: dict[str, Any] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         key = key.strip()
-        if not sep or not key:
+        if not sep or not key or not all(part.strip() for part in key.split(".")):
             raise ConfigError(f"an override must look like section.key=value, got {item!r}")
         try:
-            parsed[key] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
+            parsed[key] = read_plain_yaml(value) if value.strip() else None
+        except PlainDataError as error:
+            if error.refused:
+                raise ConfigError(f"override {item!r}: {error}") from None
             parsed[key] = value
     return parsed
 
@@ -335,22 +423,57 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
         parts = dotted.split(".")
         if parts[0] not in SECTIONS and dotted != "name":
             raise ConfigError(
-                f"unknown config section in override {dotted!r}; sections: name, {', '.join(SECTIONS)}"
+                f"unknown config section in override {dotted!r}"
+                f"{did_you_mean(parts[0], ['name', *SECTIONS])}; sections: name, {', '.join(SECTIONS)}"
             )
         node = result
         for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
+            if node.get(part) is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
                 raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
-            node = child
+            node = node[part]
         node[parts[-1]] = value
     return result
 
 
+def resolve_schedule(config: Config) -> Config:
+    """Check the config's schedule by building it, and record a ``module:function`` schedule as
+    numbers (``diffusion.betas``): reading a user's config is the one time ddpmlab imports schedule
+    code, so that a run stores its schedule as numbers and opening it never imports anything. Named
+    schedules stay names.
+
+    Raises:
+        ConfigError: an unknown schedule name (with the closest one), a module that cannot be
+            imported, bad schedule options or betas.
+    """
+    d = config.diffusion
+    if d.betas is not None:
+        return config
+    if ":" not in d.schedule and d.schedule not in schedule_names():
+        raise ConfigError(
+            f"unknown schedule {d.schedule!r}{did_you_mean(d.schedule, list(schedule_names()))}; "
+            f"choose one of {', '.join(schedule_names())} or give 'package.module:function'"
+        )
+    try:
+        schedule = make_schedule(d.schedule, d.timesteps, **d.schedule_options)
+    except (ScheduleError, TypeError) as error:
+        raise ConfigError(f"diffusion.schedule {d.schedule!r}: {str(error).splitlines()[0]}") from None
+    if d.schedule in schedule_names():
+        return config
+    raw = config.to_dict()
+    raw["diffusion"]["betas"] = schedule.betas.tolist()
+    return Config.from_dict(raw)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or start from the defaults when ``path`` is None) and apply overrides.
+    """Read a YAML config (or start from the defaults when ``path`` is None), apply overrides and
+    resolve the schedule (:func:`resolve_schedule`).
 
     A config without a ``name`` takes the file's stem (``configs/mog1d.yaml`` -> ``mog1d``).
+
+    Raises:
+        ConfigError: a missing or unreadable file, YAML that is not plain data, or a bad value.
     """
     raw: dict[str, Any] = {}
     if path is not None:
@@ -358,11 +481,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"cannot parse {path}: {str(error).splitlines()[0]}") from None
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"cannot read {path}: {one_line(error)}") from None
+        try:
+            raw = read_plain_yaml(text) or {}
+        except PlainDataError as error:
+            raise ConfigError(f"cannot parse {path}: {error}") from None
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections")
+            raise ConfigError(f"{path} must hold a mapping of sections, not a {type(raw).__name__}")
         raw.setdefault("name", path.stem)
     raw = apply_overrides(raw, parse_overrides(overrides or []))
-    return Config.from_dict(raw)
+    return resolve_schedule(Config.from_dict(raw))
