@@ -288,16 +288,13 @@ def test_corrupt_file_is_named_at_construction(tmp_path: Path, rng: np.random.Ge
         ImageFolderDataset(tmp_path / "pics")
 
 
-def test_truncated_file_is_named_when_read(tmp_path: Path, rng: np.random.Generator):
+def test_truncated_file_is_named_at_construction_not_mid_epoch(tmp_path: Path, rng: np.random.Generator):
     path = _save(tmp_path / "pics" / "cut.png", _random_pixels(rng, 64, 64))
     _save(tmp_path / "pics" / "whole.png", _random_pixels(rng, 64, 64))
     content = path.read_bytes()
-    path.write_bytes(content[: len(content) // 2])
-    data = build_image_dataset("folder", root=tmp_path / "pics")  # the header is intact
-    assert data.files[0] == str(path)
-    assert data[1][0].shape == (3, 64, 64)
+    path.write_bytes(content[: len(content) // 2])  # the header is intact, the pixels are not
     with pytest.raises(DataError, match=re.escape(f"unreadable image: {path}")):
-        data[0]
+        build_image_dataset("folder", root=tmp_path / "pics")
 
 
 def test_datasets_pickle_and_load_in_workers(class_folder: Path):

@@ -6,14 +6,19 @@
 255 -> 1), the normalisation every image run in ddpmlab uses (recorded as ``value_range`` in a run's
 data description).
 
-Unreadable files raise a :class:`DataError` naming the file (:func:`check_header` reads a header
-without decoding pixels; :func:`describe_error` turns any exception into a one-line reason).
+Unreadable files raise a :class:`DataError` naming the file, before training: :func:`check_images`
+reads every header (size, mode, Pillow's decompression-bomb limit) and decodes every file once, so a
+truncated file is named at construction, not mid-epoch. :func:`plain_image` reads every image mode at
+its true levels (16-bit grey, palette, alpha, CMYK) or refuses it in one line;
+:func:`describe_error` turns any exception into a one-line reason.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,9 @@ __all__ = [
     "output_shape",
     "describe_error",
     "check_header",
+    "check_images",
+    "plain_image",
+    "MAX_UPSCALE",
     "is_image",
     "images_under",
 ]
@@ -182,16 +190,87 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
+# Modes read as they are (PIL converts them to L or RGB exactly: 1-bit, palette, CMYK and YCbCr
+# through PIL's own conversions), modes with an alpha channel (composited on white) and integer
+# modes (16-bit greyscale PNGs: scaled from 0..65535 to 0..255).
+PLAIN_MODES = ("1", "L", "P", "RGB", "CMYK", "YCbCr")
+ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+MAX_UPSCALE = 4  # an image enlarged more than this to reach data.image_size is a blur, not data
+
+
+def _mode_problem(image: Image.Image) -> str | None:
+    if image.mode in PLAIN_MODES or image.mode in ALPHA_MODES or image.mode in INTEGER_MODES:
+        return None
+    return f"its mode {image.mode} cannot be read as 8-bit grey or RGB; save it as PNG (grey, RGB or RGBA)"
+
+
 def check_header(path: str) -> tuple[int, int]:
-    """(width, height) from the file's header, or a DataError naming the file."""
+    """(width, height) from the file's header, without decoding pixels, or a DataError naming the file:
+    unreadable, empty, larger than Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, which
+    this reads as an error, not a warning), or of a mode ddpmlab cannot read."""
     try:
-        with Image.open(path) as image:
-            width, height = image.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                problem = _mode_problem(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DataError(f"image too large: {path} ({describe_error(error)})") from None
     except Exception as error:
         raise DataError(f"unreadable image: {path} ({describe_error(error)})") from None
     if width <= 0 or height <= 0:
         raise DataError(f"unreadable image: {path} (empty {width}x{height} image)")
+    if problem:
+        raise DataError(f"unreadable image: {path} ({problem})")
     return width, height
+
+
+def _decode(path: str) -> None:
+    """Decode the whole file (JPEGs at 1/8 size, which still reads every byte), so that a truncated or
+    corrupt file is found before training rather than mid-epoch."""
+    try:
+        with Image.open(path) as image:
+            image.draft(image.mode, (1, 1))
+            image.load()
+    except Exception as error:
+        raise DataError(f"unreadable image: {path} ({describe_error(error)})") from None
+
+
+def check_images(paths: list[str], image_size: int | None = None) -> list[tuple[int, int]]:
+    """Every file's (width, height), after :func:`check_header` and a full decode of each file (in
+    threads: Pillow decodes without the GIL); an image that ``image_size`` would enlarge more than
+    ``MAX_UPSCALE`` times (e.g. 1x1) is refused. Raises a DataError naming the first bad file."""
+    sizes = [check_header(path) for path in paths]
+    if image_size is not None:
+        for path, (width, height) in zip(paths, sizes):
+            if min(width, height) * MAX_UPSCALE < image_size:
+                raise DataError(
+                    f"image too small: {path} is {width}x{height}, and data.image_size={image_size} would "
+                    f"enlarge it more than {MAX_UPSCALE} times"
+                )
+    workers = max(1, min(8, os.cpu_count() or 1, len(paths)))
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(_decode, paths))
+    return sizes
+
+
+def plain_image(image: Image.Image, mode: str, where: str) -> Image.Image:
+    """``image`` as ``mode`` (``L`` or ``RGB``) at its true levels: 16-bit greyscale scaled from
+    0..65535 to 0..255 (rounded), alpha composited on white, palette / 1-bit / CMYK / YCbCr through
+    PIL's conversions (CMYK without a colour profile), RGB to grey by ITU-R 601-2 luma
+    (L = 0.299 R + 0.587 G + 0.114 B). Raises a DataError naming ``where`` for any other mode."""
+    if image.mode in INTEGER_MODES:
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(f"unreadable image: {where} (values outside 0..65535 in mode {image.mode})")
+        image = Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), "L")
+    elif image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    elif _mode_problem(image):
+        raise DataError(f"unreadable image: {where} ({_mode_problem(image)})")
+    return image.convert(mode)
 
 
 def is_image(path: Path) -> bool:

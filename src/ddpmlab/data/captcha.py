@@ -38,10 +38,11 @@ from ddpmlab.data.base import (
     DataError,
     ImageDataset,
     Source,
-    check_header,
+    check_images,
     describe_error,
     image_info,
     images_under,
+    plain_image,
 )
 
 __all__ = [
@@ -238,12 +239,10 @@ class _TextImageDataset(ImageDataset):
     def _label(self, index: int) -> str:  # type: ignore[override]
         return self.texts[index]
 
-    def _to_item(self, image: Image.Image, index: int) -> torch.Tensor:
-        """A PIL image (any mode, any size) -> float32 [C, H, W] in [-1, 1]."""
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, image.convert("RGBA"))
-        image = image.convert("RGB" if self.channels == 3 else "L")
+    def _to_item(self, image: Image.Image, index: int, where: str = "a captcha") -> torch.Tensor:
+        """A PIL image (any mode, any size) -> float32 [C, H, W] in [-1, 1] (modes as
+        :func:`~ddpmlab.data.base.plain_image` reads them: alpha on white, 16-bit grey scaled)."""
+        image = plain_image(image, "RGB" if self.channels == 3 else "L", where)
         if image.size != (self.width, self.height):
             image = image.resize((self.width, self.height), Image.BICUBIC)
         return self._finish(TF.pil_to_tensor(image), index)
@@ -370,9 +369,8 @@ class CaptchaFolderDataset(_TextImageDataset):
                 check_texts([text], charset, length)
             except ValueError as error:
                 raise DataError(f"captcha file {path}: {error}") from None
-        for path in files:
-            check_header(str(path))
         self.files = [str(path) for path in files]
+        check_images(self.files, min(height, width))
         self._setup(texts, charset, length, channels, height, width)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
@@ -380,7 +378,9 @@ class CaptchaFolderDataset(_TextImageDataset):
         try:
             with Image.open(path) as image:
                 image.load()
-                item = self._to_item(image, index)
+                item = self._to_item(image, index, path)
+        except DataError:
+            raise
         except Exception as error:
             raise DataError(f"unreadable image: {path} ({describe_error(error)})") from None
         return item, self.texts[index]

@@ -36,7 +36,6 @@ whose header is fine but whose pixels are not, when the item is read.
 from __future__ import annotations
 
 import os
-import pickle
 from functools import lru_cache
 from pathlib import Path
 
@@ -49,15 +48,17 @@ from ddpmlab.data.base import (
     IMAGE_EXTENSIONS,
     DataError,
     ImageDataset,
-    check_header,
+    check_images,
     describe_error,
     from_uint8,
     images_under,
     is_image,
     output_shape,
+    plain_image,
     resize_crop,
     to_uint8,
 )
+from ddpmlab.plain import PlainDataError, load_plain_pickle, one_line
 
 __all__ = [
     "DataError",
@@ -167,8 +168,9 @@ class ImageFolderDataset(ImageDataset):
         hflip: bool,
         channels: int,
     ) -> list[tuple[int, int]]:
-        """Set the attributes of a dataset of image files; returns each file's (width, height), read
-        from its header (an unreadable file raises a DataError naming it)."""
+        """Set the attributes of a dataset of image files; returns each file's (width, height). Every
+        file is checked and decoded once here (:func:`~ddpmlab.data.base.check_images`): a bad file
+        raises a DataError naming it before training starts."""
         self.name, self.root = name, str(root)
         self.image_size, self.hflip, self.channels = image_size, hflip, channels
         self.mode = "RGB" if channels == 3 else "L"
@@ -176,7 +178,7 @@ class ImageFolderDataset(ImageDataset):
         self.labels = torch.tensor(label_list, dtype=torch.int64)
         self.class_names = class_names
         self.num_classes = len(class_names) if class_names else 0
-        return [check_header(path) for path in self.files]
+        return check_images(self.files, image_size)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path = self.files[index]
@@ -186,7 +188,9 @@ class ImageFolderDataset(ImageDataset):
                     image.draft(self.mode, (self.image_size, self.image_size))  # JPEG: decode smaller
                 if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # photos taken sideways
                     image = ImageOps.exif_transpose(image)
-                image = image.convert(self.mode)
+                image = plain_image(image, self.mode, path)
+        except DataError:
+            raise
         except Exception as error:
             raise DataError(f"unreadable image: {path} ({describe_error(error)})") from None
         if self.image_size is not None:
@@ -329,26 +333,36 @@ def cifar10(
     arrays, labels = [], []
     for path in paths:
         batch = _read_pickle(path)
-        try:
-            arrays.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.extend(int(label) for label in batch["labels"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise DataError(f"unreadable CIFAR-10 batch: {path} ({describe_error(error)})") from None
+        data = batch.get("data")
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.size % 3072:
+            raise DataError(f"unreadable CIFAR-10 batch: {path} (its data is not uint8 images of 3x32x32)")
+        batch_labels = batch.get("labels")
+        if not isinstance(batch_labels, list) or len(batch_labels) != data.size // 3072:
+            raise DataError(f"unreadable CIFAR-10 batch: {path} (its labels do not match its images)")
+        if not all(isinstance(label, (int, np.integer)) and 0 <= label < 10 for label in batch_labels):
+            raise DataError(f"unreadable CIFAR-10 batch: {path} (labels must be classes 0..9)")
+        arrays.append(data.reshape(-1, 3, 32, 32))
+        labels.extend(int(label) for label in batch_labels)
     class_names = CIFAR10_NAMES
     meta = os.path.join(folder, CIFAR10.meta["filename"])
     if os.path.isfile(meta):
-        class_names = [str(n) for n in _read_pickle(meta).get(CIFAR10.meta["key"], CIFAR10_NAMES)]
+        class_names = _read_pickle(meta).get(CIFAR10.meta["key"], CIFAR10_NAMES)
+        if not (isinstance(class_names, list) and len(class_names) == len(CIFAR10_NAMES)
+                and all(isinstance(name, str) for name in class_names)):
+            raise DataError(f"unreadable file: {meta} ({CIFAR10.meta['key']} must be 10 class names)")
     images = torch.from_numpy(np.concatenate(arrays))
     labels_tensor = torch.tensor(labels, dtype=torch.int64)
     return TensorImageDataset(images, labels_tensor, class_names, "cifar10", image_size, hflip, channels)
 
 
 def _read_pickle(path: str) -> dict:
+    """A pickled dict of plain data (CIFAR-10's batches): read by :func:`ddpmlab.plain.load_plain_pickle`,
+    which refuses anything that could run code, so a planted payload raises a DataError instead."""
     try:
         with open(path, "rb") as file:
-            content = pickle.load(file, encoding="latin1")
-    except Exception as error:
-        raise DataError(f"unreadable file: {path} ({describe_error(error)})") from None
+            content = load_plain_pickle(file, encoding="latin1")
+    except (OSError, PlainDataError) as error:
+        raise DataError(f"unreadable file: {path} ({one_line(error)})") from None
     if not isinstance(content, dict):
         raise DataError(f"unreadable file: {path} (expected a pickled dict, got {type(content).__name__})")
     return content
