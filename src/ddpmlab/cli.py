@@ -9,6 +9,7 @@ Under torchrun only ``train``, ``sample`` and ``export`` run (``--run-dir`` / ``
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 __all__ = ["main"]
@@ -16,6 +17,7 @@ __all__ = ["main"]
 EXIT_USAGE = 2
 DISTRIBUTED_COMMANDS = ("train", "sample", "export")  # what torchrun may launch with several processes
 MAX_ANIMATED = 256  # samples in a .gif: drawn in one batch, and more would not be seen anyway
+DEFAULT_FRAMES, DEFAULT_FPS = 40, 10  # of a .gif animation
 MAX_FPS = 50  # a GIF frame lasts whole 1/100 s; browsers show frames shorter than 2/100 s for 1/10 s
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
@@ -30,7 +32,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from ddpmlab.schedules import ScheduleError
     from ddpmlab.training.checkpoint import CheckpointError
 
-    return (UsageError, ConfigError, RunError, ScheduleError, CheckpointError, ValueError, FileNotFoundError)
+    return (UsageError, ConfigError, RunError, ScheduleError, CheckpointError, ValueError, OSError)
 
 
 def _names(text: str, option: str) -> list[str]:
@@ -38,6 +40,14 @@ def _names(text: str, option: str) -> list[str]:
     if not names:
         raise UsageError(f"{option} is empty")
     return names
+
+
+def _check_figure(out: str) -> None:
+    from ddpmlab.export import check_destination
+
+    if Path(out).suffix.lower() not in FIGURE_SUFFIXES:
+        raise UsageError(f"--out must end in one of {', '.join(FIGURE_SUFFIXES)}, got {out}")
+    check_destination(out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -49,6 +59,9 @@ def _cmd_schedules(args) -> int:
     from ddpmlab.plots import plot_schedules
     from ddpmlab.schedules import make_schedule, structure_timesteps
 
+    _check_figure(args.out)
+    if args.timesteps <= 0:
+        raise UsageError(f"--timesteps must be positive, got {args.timesteps}")
     schedules = [make_schedule(name, args.timesteps) for name in _names(args.schedules, "--schedules")]
     thresholds = (0.5, 0.1, 0.01)
     width = max(12, *(len(s.name) for s in schedules))
@@ -71,8 +84,7 @@ def _cmd_forward(args) -> int:
     from ddpmlab.schedules import make_schedule
 
     names = _names(args.schedules, "--schedules")
-    if Path(args.out).suffix.lower() not in FIGURE_SUFFIXES:
-        raise UsageError(f"--out must end in one of {', '.join(FIGURE_SUFFIXES)}, got {args.out}")
+    _check_figure(args.out)
     if args.num <= 0 or args.timesteps <= 0:
         raise UsageError(f"--num and --timesteps must be positive, got {args.num} and {args.timesteps}")
     if not 1 <= args.steps <= args.timesteps:
@@ -181,6 +193,8 @@ def _request(args, default_num: int | None = None, animation: bool = False):
     from ddpmlab import distributed
     from ddpmlab.runs import make_run_sampler, open_run, plan_conditions
 
+    check_device(args.device)
+    _check_numbers(args)
     distributed.init(args.device)  # under torchrun each process draws its share of the seed blocks
     run = open_run(args.run, args.device)
     classifier = _open_classifier(args, run)
@@ -188,6 +202,45 @@ def _request(args, default_num: int | None = None, animation: bool = False):
     sampler = make_run_sampler(run, args.sampler, args.steps, args.eta)
     scale = 1.0 if args.classifier_scale is None else args.classifier_scale
     return run, plan, sampler, classifier, scale
+
+
+def check_device(name: str) -> None:
+    """Refuse a device this machine does not have (``--device cuda`` without a GPU), before anything
+    is loaded onto it."""
+    import torch
+
+    from ddpmlab.distributed import resolve_device
+
+    device = resolve_device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: no CUDA GPU is available here; use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UsageError(f"--device {name}: no Apple GPU (MPS) is available here; use --device cpu")
+    elif device.type != "cpu":
+        raise UsageError(f"--device {name}: ddpmlab runs on cpu, cuda or mps")
+
+
+def _check_numbers(args) -> None:
+    """Counts and scales of a sampling request: counts positive, scales finite, seeds in range."""
+    import math
+
+    for option, value in (("--num", args.num), ("--batch-size", args.batch_size), ("--steps", args.steps)):
+        if value is not None and value <= 0:
+            raise UsageError(f"{option} must be positive, got {value}")
+    for option, value in (
+        ("--guidance", args.guidance), ("--eta", args.eta), ("--classifier-scale", args.classifier_scale)
+    ):
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{option} must be a finite number, got {value}")
+    from ddpmlab.config import MAX_SEED
+
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be from 0 to {MAX_SEED}, got {args.seed}")
 
 
 def _draw(args, run, plan, sampler, classifier, scale):
@@ -209,9 +262,12 @@ def _draw(args, run, plan, sampler, classifier, scale):
 
 
 def _cmd_sample(args) -> int:
-    from ddpmlab.export import check_sample_output, save_samples
+    from ddpmlab.export import check_destination, check_sample_output, save_samples
 
     gif = Path(args.out).suffix.lower() == ".gif"
+    if not gif and (args.frames is not None or args.fps is not None):
+        raise UsageError("--frames and --fps apply to a .gif animation (--out x.gif)")
+    check_destination(args.out, folder=Path(args.out).suffix == "")
     run, plan, sampler, classifier, scale = _request(args, animation=gif)
     check_sample_output(args.out, run.info.kind == "image")
     if gif:
@@ -230,10 +286,12 @@ def _write_animation(args, run, plan, sampler, classifier, scale) -> int:
     from ddpmlab.export import save_denoising_gif
     from ddpmlab.runs import sample_trajectory
 
-    if args.frames < 2:
-        raise UsageError(f"--frames must be at least 2, got {args.frames}")
-    if not 0 < args.fps <= MAX_FPS:
-        raise UsageError(f"--fps must be 1 to {MAX_FPS} (viewers slow faster GIFs down), got {args.fps}")
+    frames = DEFAULT_FRAMES if args.frames is None else args.frames
+    fps = DEFAULT_FPS if args.fps is None else args.fps
+    if frames < 2:
+        raise UsageError(f"--frames must be at least 2, got {frames}")
+    if not 0 < fps <= MAX_FPS:
+        raise UsageError(f"--fps must be 1 to {MAX_FPS} (viewers slow faster GIFs down), got {fps}")
     if args.batch_size is not None:
         raise UsageError("--batch-size does not apply to a .gif: its samples are drawn as one batch")
     if plan.num > MAX_ANIMATED:
@@ -244,7 +302,7 @@ def _write_animation(args, run, plan, sampler, classifier, scale) -> int:
         run,
         plan.num,
         sampler,
-        args.frames,
+        frames,
         args.guidance,
         plan.labels,
         args.seed,
@@ -252,7 +310,7 @@ def _write_animation(args, run, plan, sampler, classifier, scale) -> int:
         scale,
         progress=True,
     )
-    save_denoising_gif(trajectory, args.out, plan.rows, args.fps)
+    save_denoising_gif(trajectory, args.out, plan.rows, fps)
     frames = len(trajectory.steps)
     print(f"wrote a denoising animation of {plan.num} samples, {frames} frames ({sampler!r}) to {args.out}")
     return 0
@@ -260,10 +318,11 @@ def _write_animation(args, run, plan, sampler, classifier, scale) -> int:
 
 def _cmd_export(args) -> int:
     from ddpmlab.data.base import to_uint8
-    from ddpmlab.export import save_zip
+    from ddpmlab.export import check_destination, save_zip
 
     if not args.zip.lower().endswith(".zip"):
         raise UsageError(f"--zip must name a .zip file, got {args.zip}")
+    check_destination(args.zip, option="--zip")
     run, plan, sampler, classifier, scale = _request(args, default_num=64)
     if run.info.kind != "image":
         raise UsageError(f"{args.run} is a {run.info.kind} run; export writes images")
@@ -286,12 +345,32 @@ COMMANDS = {
 }
 
 
+def _parse(parser, argv: list[str] | None):
+    """The parsed arguments; arguments left over are refused in one line, with a hint when they are
+    dotted overrides placed before a later option (argparse takes overrides in one run only)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = getattr(args, "command", None) or ""
+        subparser = parser.commands.get(command, parser)
+        overrides = [token for token in extra if "=" in token and not token.startswith("-")]
+        hint = ""
+        if overrides and hasattr(args, "overrides"):
+            hint = f" (put dotted overrides such as {overrides[0]} after all the options)"
+        elif overrides:
+            hint = f" ({command} takes no key=value overrides)"
+        subparser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``ddpmlab`` with ``argv`` (default: the command line); returns the exit status."""
-    from ddpmlab.cli_parser import build_parser
+    from ddpmlab.cli_parser import ParserExit, build_parser
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _parse(parser, argv)
+    except ParserExit as done:  # --help (0), or arguments refused in one line (2)
+        return done.status
     handler = COMMANDS.get(getattr(args, "command", None))
     if handler is None:
         parser.print_help()
@@ -304,7 +383,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(
                 f"{args.command} runs in one process; under torchrun use {', '.join(DISTRIBUTED_COMMANDS)}"
             )
-        code = handler(args)
+        with warnings.catch_warnings(record=True) as caught:  # the filters in force still apply
+            code = handler(args)
+        for warning in caught:  # shown after a command that worked; an error stays one line
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
         # every rank finishes its last collective before any rank tears its connections down (a
         # peer leaving mid-transfer can abort gloo's worker threads at exit)
         distributed.barrier()
@@ -313,8 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         print("ddpmlab: interrupted", file=sys.stderr)
         return 130
     except _user_errors() as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"ddpmlab: error: {message}", file=sys.stderr)
+        from ddpmlab.plain import one_line
+
+        print(f"ddpmlab: error: {one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         distributed.destroy()

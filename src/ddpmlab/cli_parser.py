@@ -3,10 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-__all__ = ["build_parser", "SCHEDULES_HELP"]
+__all__ = ["build_parser", "ParserExit", "OneLineParser", "SCHEDULES_HELP"]
 
 SCHEDULES_HELP = "comma-separated names or package.module:function (alpha_bar(tau) on [0, 1])"
+
+
+class ParserExit(Exception):
+    """The parser is done: ``--help`` was printed (status 0) or the arguments were refused (status 2,
+    after one line ``ddpmlab: error: ...`` on stderr). :func:`ddpmlab.cli.main` returns the status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, ``ddpmlab: error: <command>: <message>; see
+    <prog> --help``, instead of the usage block and a second line; it raises :class:`ParserExit`
+    rather than calling ``sys.exit``, so that ``main(argv)`` always returns a status. Sub-parsers
+    (one per command) are of the same class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        command = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        where = f"{command}: " if command else ""
+        line = " ".join(message.split())
+        self._print_message(f"ddpmlab: error: {where}{line}; see {self.prog} --help\n", sys.stderr)
+        raise ParserExit(2)
+
+    def exit(self, status: int = 0, message: str | None = None):  # type: ignore[override]
+        if message:
+            self._print_message(message, sys.stderr)
+        raise ParserExit(status)
 
 
 def _add_schedule_parsers(sub) -> None:
@@ -139,13 +168,10 @@ def _add_sampling_parsers(sub) -> None:
     p.add_argument(
         "--frames",
         type=int,
-        default=40,
         help="frames of a .gif animation, evenly spaced steps "
         "(default 40); its samples are one batch (default --num: 16, or 2 per class with --labels all)",
     )
-    p.add_argument(
-        "--fps", type=int, default=10, help="frames per second of a .gif animation, 1-50 (default 10)"
-    )
+    p.add_argument("--fps", type=int, help="frames per second of a .gif animation, 1-50 (default 10)")
     p.set_defaults(command="sample")
     p = sub.add_parser(
         "export",
@@ -159,11 +185,12 @@ def _add_sampling_parsers(sub) -> None:
     p.set_defaults(command="export")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     """The ``ddpmlab`` argument parser with every command."""
-    parser = argparse.ArgumentParser(prog="ddpmlab", description="Denoising diffusion probabilistic models.")
+    parser = OneLineParser(prog="ddpmlab", description="Denoising diffusion probabilistic models.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_schedule_parsers(subparsers)
     _add_training_parsers(subparsers)
     _add_sampling_parsers(subparsers)
+    parser.commands = subparsers.choices  # name -> sub-parser (errors about a command name it)
     return parser

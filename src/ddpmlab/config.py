@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+MAX_SEED = 2**32 - 1  # sampling seeds (each seed block's generator is seeded with seed x 1,000,003 + block)
 LR_SCHEDULES = ("cosine", "constant")
 
 
@@ -237,6 +238,8 @@ class SampleConfig:
         _check_positive("sample", "clip_x0", self.clip_x0, allow_none=True)
         if self.eta < 0:
             raise ConfigError(f"sample.eta must be >= 0; got {self.eta!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"sample.seed must be from 0 to {MAX_SEED}; got {self.seed!r}")
 
 
 SECTIONS: dict[str, type] = {

@@ -6,6 +6,7 @@ Functions take uint8 images [N, H, W, C] (see :func:`ddpmlab.data.base.to_uint8`
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,8 @@ __all__ = [
     "save_zip",
     "save_npz",
     "save_samples",
+    "check_destination",
+    "check_sample_output",
     "animation_frame",
     "save_animation",
     "save_denoising_gif",
@@ -206,6 +209,30 @@ def save_npz(path: str | Path, **arrays) -> Path:
 
 
 SAMPLE_SUFFIXES = ("", ".npz", ".png", ".jpg", ".jpeg", ".gif")  # "": a folder of PNG files
+
+
+def check_destination(path: str | Path, option: str = "--out", folder: bool = False) -> Path:
+    """Refuse, before any work is done, a destination that cannot be written: its folder missing, a
+    file where a folder is expected (or a folder where a file is), or a read-only folder or file.
+    ``folder``: ``path`` is a folder of outputs (created if missing; its parent must exist).
+
+    Raises:
+        ValueError: one line naming the option and the path.
+    """
+    path = Path(path)
+    parent = path.parent
+    if path.is_dir() and not folder:
+        raise ValueError(f"{option} {path} is a folder; name a file")
+    if path.exists() and not path.is_dir() and folder:
+        raise ValueError(f"{option} {path} is a file, not a folder")
+    if not parent.exists():
+        raise ValueError(f"{option} {path}: the folder {parent} does not exist")
+    if not parent.is_dir():
+        raise ValueError(f"{option} {path}: {parent} is a file, not a folder")
+    target = path if path.exists() else parent
+    if not os.access(target, os.W_OK | (os.X_OK if target.is_dir() else 0)):
+        raise ValueError(f"{option} {path}: {target} is read-only")
+    return path
 
 
 def check_sample_output(path: str | Path, images: bool) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import difflib
 import pickle
+import re
 from typing import IO, Any
 
 import numpy as np
@@ -228,10 +229,20 @@ def short_repr(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def one_line(error: BaseException) -> str:
-    """An exception as one line: ``strerror: filename`` for OS errors, else its first line (its
-    type's name when it has no message)."""
+    """An exception as one printable line: ``strerror: filename`` for OS errors; ddpmlab's own
+    messages whole (they are one line by construction: a line break in one comes from a name in it,
+    e.g. a hostile file name); any other message's first line (its type's name when it has none).
+    Terminal escape sequences are removed and other control characters shown escaped (``\\n``)."""
     if isinstance(error, OSError) and error.strerror:
-        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+        text = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    elif type(error).__module__.startswith("ddpmlab.") and str(error).strip():
+        text = str(error).strip()
+    else:
+        lines = str(error).strip().splitlines()
+        text = lines[0] if lines else type(error).__name__
+    text = _ANSI.sub("", text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -350,7 +350,7 @@ class CaptchaFolderDataset(_TextImageDataset):
     ) -> None:
         root = Path(root)
         if not root.is_dir():
-            raise DataError(f"captcha folder not found: {root}")
+            raise DataError(f"captcha folder not found: {root}{' (it is a file)' if root.exists() else ''}")
         _check_text_options(charset, length, str(root))
         _check_size(height, width, str(root))
         self.name = "captcha_folder"

@@ -28,6 +28,7 @@ from ddpmlab.data.images import (
     torchvision_mnist,
 )
 from ddpmlab.data.info import DataInfo
+from ddpmlab.plain import did_you_mean
 
 __all__ = ["SOURCES", "image_dataset_names", "check_options", "build_image_dataset", "describe_image_data"]
 
@@ -143,8 +144,9 @@ def _source(name: str) -> Source:
     if name not in SOURCES:
         from ddpmlab.data.toy import toy_dataset_names
 
+        known = [*toy_dataset_names(), *image_dataset_names()]
         raise ConfigError(
-            f"unknown dataset {name!r}; toy datasets: {', '.join(toy_dataset_names())}; "
+            f"unknown dataset {name!r}{did_you_mean(name, known)}; toy datasets: {', '.join(toy_dataset_names())}; "
             f"image datasets: {', '.join(image_dataset_names())}"
         )
     return SOURCES[name]

@@ -10,6 +10,7 @@ denoisers (``model(x_t, t, cond)``), so every sampler takes them unchanged.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -43,7 +44,18 @@ def guided_denoiser(
     """The denoiser to sample ``run`` with: its EMA model, with classifier-free guidance of scale
     ``guidance`` (default: the run's ``sample.guidance``) when the run is conditional, then guided by
     ``classifier``'s gradient with scale ``classifier_scale`` (after :func:`check_classifier` against
-    ``labels``). Labels go to the classifier, and to the model too when the run is conditional."""
+    ``labels``). Labels go to the classifier, and to the model too when the run is conditional.
+
+    Raises:
+        RunError: ``guidance`` given for an unconditional run (it would do nothing), or not finite.
+    """
+    if guidance is not None and not run.conditional:
+        raise RunError(
+            "--guidance (classifier-free guidance) needs a conditional run; this run is unconditional "
+            "(classifier guidance: --classifier)"
+        )
+    if guidance is not None and not math.isfinite(guidance):
+        raise RunError(f"--guidance must be a finite number, got {guidance}")
     model: Any = run.model
     if run.conditional:
         model = classifier_free(run.model, run.config.sample.guidance if guidance is None else guidance)

@@ -10,6 +10,7 @@ number of processes. :func:`draw_samples` does the drawing with a ready denoiser
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,9 +43,21 @@ def make_run_sampler(
     clip_x0: float | None = None,
 ) -> Sampler:
     """A sampler for ``run``, each option defaulting to the run's ``sample`` section. Image runs clip
-    the predicted x0 to [-1, 1] unless told otherwise (what every image DDPM does)."""
+    the predicted x0 to [-1, 1] unless told otherwise (what every image DDPM does).
+
+    Raises:
+        RunError: ``eta`` for a sampler other than DDIM, or out of range; ``steps`` <= 0.
+    """
     s = run.config.sample
     name = sampler or s.sampler
+    if eta is not None and name != "ddim":
+        raise RunError(f"--eta applies to the ddim sampler; this request uses {name}")
+    if eta is not None and not (math.isfinite(eta) and eta >= 0):
+        raise RunError(f"--eta must be a number >= 0, got {eta}")
+    if steps is not None and not 0 < steps <= run.diffusion.num_timesteps:
+        if steps <= 0:
+            raise RunError(f"--steps must be positive, got {steps}")
+        raise RunError(f"--steps must be at most the run's {run.diffusion.num_timesteps} timesteps, got {steps}")
     steps = steps if steps is not None else s.steps
     clip = clip_x0 if clip_x0 is not None else s.clip_x0
     if clip is None and run.info.kind == "image":
