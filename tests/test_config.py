@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+import yaml
 
 from ddpmlab.config import Config, ConfigError, load_config, parse_overrides
 
@@ -90,3 +93,57 @@ def test_shipped_configs_load():
     assert paths, "no configs shipped"
     for path in paths:
         assert load_config(path).name == path.stem
+
+
+def test_declared_types_with_the_conversions_yaml_needs(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  steps: 1e3\n  lr: 1e-3\n  batch_size: 64.0\nsample:\n  guidance: 3\n")
+    config = load_config(path)
+    assert config.train.steps == 1000 and isinstance(config.train.steps, int)  # YAML 1.1: 1e3 is a string
+    assert config.train.batch_size == 64 and isinstance(config.train.batch_size, int)
+    assert config.sample.guidance == 3.0 and isinstance(config.sample.guidance, float)
+    for override, message in [
+        ("train.batch_size=64.5", "train.batch_size must be an integer; got 64.5"),
+        ("train.compile=yes please", "train.compile must be true or false"),
+        ("train.device=3", "train.device must be a string; got 3"),
+        ("train.minutes=.inf", "train.minutes must be a finite number; got inf"),
+        ("diffusion.schedule_options=[1]", "diffusion.schedule_options must be a mapping"),
+        ("data.options=[1]", "data.options must be a mapping"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(None, [override])
+
+
+def test_an_empty_section_takes_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\nsample:\n")
+    assert load_config(path, ["train.steps=5"]).train.steps == 5
+
+
+def test_unreadable_config_files_are_one_line(tmp_path):
+    binary = tmp_path / "b.yaml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="cannot read .*b.yaml: 'utf-8' codec"):
+        load_config(binary)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("data: {means: " + "[" * 5000 + "]" * 5000 + "}\n")
+    with pytest.raises(ConfigError, match="cannot parse .*deep.yaml: nested too deeply"):
+        load_config(deep)
+
+
+def test_recorded_betas_round_trip_exactly_and_must_fit(tmp_path):
+    (tmp_path / "sched.py").write_text("def alpha_bar(tau):\n    return 1.0001 - tau\n")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        config = load_config(None, ["diffusion.schedule=sched:alpha_bar", "diffusion.timesteps=20"])
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("sched", None)
+    assert len(config.diffusion.betas) == 20
+    again = Config.from_dict(yaml.safe_load(config.to_yaml()))
+    assert again.diffusion.betas == config.diffusion.betas  # floats survive YAML exactly
+    with pytest.raises(ConfigError, match="diffusion.betas must be numbers in \\(0, 1\\); got 1.5"):
+        Config.from_dict({"diffusion": {"timesteps": 2, "betas": [0.1, 1.5]}})
+    assert "betas" not in Config().to_yaml()  # named schedules stay names
