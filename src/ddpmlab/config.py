@@ -32,10 +32,11 @@ from ddpmlab.plain import (
     one_line,
     read_plain_yaml,
     short_repr,
+    typed_value,
     write_plain_yaml,
 )
 from ddpmlab.sampling import SAMPLERS, VARIANCE_TYPES
-from ddpmlab.schedules import SPACINGS, ScheduleError, make_schedule, schedule_names
+from ddpmlab.schedules import MAX_TIMESTEPS, SPACINGS, ScheduleError, make_schedule, schedule_names
 
 __all__ = [
     "Config",
@@ -71,7 +72,8 @@ def _check_positive(
     if value is None and allow_none:
         return
     kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or value <= 0:
+    infinite = isinstance(value, float) and not math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, kind) or infinite or value <= 0:
         what = "a positive integer" if integer else "a positive number"
         raise ConfigError(f"{section}.{key} must be {what}{' or null' if allow_none else ''}; got {value!r}")
 
@@ -134,6 +136,8 @@ class DiffusionConfig:
 
     def validate(self) -> None:
         _check_positive("diffusion", "timesteps", self.timesteps, integer=True)
+        if self.timesteps > MAX_TIMESTEPS:
+            raise ConfigError(f"diffusion.timesteps must be at most {MAX_TIMESTEPS:,}; got {self.timesteps}")
         _check_choice("diffusion", "prediction", self.prediction, PREDICTION_TYPES)
         _check_positive("diffusion", "min_snr_gamma", self.min_snr_gamma, allow_none=True)
         if not self.schedule:
@@ -325,7 +329,14 @@ def _build_section(key: str, values: Any) -> Any:
     _check_keys(f"section {key}", values)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     extra_key = OPEN_SECTIONS.get(key)
-    known = {k: _typed(key, fields[k], v) for k, v in values.items() if k in fields and k != extra_key}
+    try:
+        known = {
+            k: typed_value(f"{key}.{k}", str(fields[k].type), v)
+            for k, v in values.items()
+            if k in fields and k != extra_key
+        }
+    except PlainDataError as error:
+        raise ConfigError(str(error)) from None
     extra = {k: v for k, v in values.items() if k not in fields}
     if extra_key:
         own = values.get(extra_key) or {}
@@ -337,65 +348,11 @@ def _build_section(key: str, values: Any) -> Any:
         first = sorted(extra)[0]
         allowed = ", ".join(sorted(fields))
         raise ConfigError(
-            f"unknown key(s) {', '.join(sorted(extra))} in {key}{did_you_mean(first, list(fields))}; "
+            f"unknown key(s) {', '.join(k if k.isprintable() else repr(k) for k in sorted(extra))} in {key}"
+            f"{did_you_mean(first, list(fields))}; "
             f"allowed: {allowed}"
         )
     return cls(**known)
-
-
-_KIND_WORDS = {
-    "int": "an integer",
-    "float": "a number",
-    "str": "a string",
-    "bool": "true or false",
-    "dict": "a mapping",
-    "list": "a list of numbers",
-    "None": "null",
-}
-
-
-def _typed(section: str, f: dataclasses.Field, value: Any) -> Any:
-    """``value`` checked against the field's declared type (``int | None``, ``float``, ...), with the
-    conversions a YAML file needs: number strings (YAML 1.1 reads 1e-3 as a string) and whole floats
-    to ints, ints to floats. Floats must be finite. Raises ConfigError naming ``section.field``."""
-    kinds = [part.strip().split("[")[0] for part in str(f.type).split("|")]
-    where = f"{section}.{f.name}"
-    if value is None:
-        if "None" in kinds:
-            return None
-    elif "bool" in kinds:
-        if isinstance(value, bool):
-            return value
-    elif isinstance(value, bool):
-        pass  # true/false where a number or a name is expected
-    elif "int" in kinds or "float" in kinds:
-        number = _number(value, where)
-        if number is not None and "float" in kinds:
-            return float(number)
-        if number is not None and float(number).is_integer():
-            return int(number)
-    elif "str" in kinds and isinstance(value, str):
-        return value
-    elif "dict" in kinds and isinstance(value, dict):
-        return value
-    elif "list" in kinds and isinstance(value, list):
-        return [_number(item, where) if not isinstance(item, bool) else item for item in value]
-    what = " or ".join(_KIND_WORDS[kind] for kind in kinds if kind in _KIND_WORDS)
-    raise ConfigError(f"{where} must be {what}; got {short_repr(value)}")
-
-
-def _number(value: Any, where: str) -> int | float | None:
-    """An int or a finite float from a number or a number string; None for anything else."""
-    if isinstance(value, str):
-        try:
-            value = float(value) if any(c in value.lower() for c in ".en") else int(value)
-        except ValueError:
-            return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{where} must be a finite number; got {value!r}")
-    return value
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

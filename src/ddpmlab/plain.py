@@ -10,6 +10,9 @@ someone sent). Reading them must never run code, so this module reads only plain
   strings, bytes, numbers and numpy arrays, and refuses every other global (where a pickle's code
   would come from), so a planted payload raises instead of running.
 
+It also checks plain values against declared types (:func:`typed_value`: what a config's sections
+use) and writes messages on one printable line (:func:`one_line`).
+
 Checkpoints are read by ``torch.load(weights_only=True)`` (see :mod:`ddpmlab.training.checkpoint`),
 which is the same idea for PyTorch's format.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import math
 import pickle
 import re
 from typing import IO, Any
@@ -31,6 +35,7 @@ __all__ = [
     "read_plain_yaml",
     "write_plain_yaml",
     "load_plain_pickle",
+    "typed_value",
     "did_you_mean",
     "short_repr",
     "one_line",
@@ -207,6 +212,80 @@ def _check_arrays(content: Any, depth: int = 0) -> None:
     elif isinstance(content, (list, tuple, set, frozenset)):
         for value in content:
             _check_arrays(value, depth + 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed values.
+# --------------------------------------------------------------------------------------------------
+
+
+_KIND_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "dict": "a mapping",
+    "list": "a list of numbers",
+    "None": "null",
+}
+
+
+def typed_value(where: str, declared: str, value: Any) -> Any:
+    """``value`` checked against a declared type (``int | None``, ``float``, ``str``, ``bool``,
+    ``dict[...]``, ``list[float]``, as a dataclass field spells it), with the conversions a YAML file
+    needs: number strings (YAML 1.1 reads 1e-3 as a string) and whole floats to ints, ints to floats.
+    Floats must be finite.
+
+    Raises:
+        PlainDataError: ``<where> must be <what>; got <value>``.
+    """
+    kinds = [part.strip().split("[")[0] for part in declared.split("|")]
+    if value is None:
+        if "None" in kinds:
+            return None
+    elif "bool" in kinds:
+        if isinstance(value, bool):
+            return value
+    elif isinstance(value, bool):
+        pass  # true/false where a number or a name is expected
+    elif "int" in kinds or "float" in kinds:
+        number = _number(value, where, integer="int" in kinds)
+        if number is not None:
+            return number
+    elif "str" in kinds and isinstance(value, str):
+        return value
+    elif "dict" in kinds and isinstance(value, dict):
+        return value
+    elif "list" in kinds and isinstance(value, list):
+        numbers = [_number(item, where, integer=False) for item in value]
+        if None not in numbers:
+            return numbers
+    what = " or ".join(_KIND_WORDS[kind] for kind in kinds if kind in _KIND_WORDS)
+    raise PlainDataError(f"{where} must be {what}; got {short_repr(value)}")
+
+
+def _number(value: Any, where: str, integer: bool) -> int | float | None:
+    """``value`` (a number or a number string) as an int (``integer``: whole floats too) or as a finite
+    float; None when it is not one. Raises PlainDataError for NaN, infinity or a float overflow."""
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            try:
+                value = float(value)
+            except ValueError:
+                return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if integer:
+        return value if isinstance(value, int) else (int(value) if value.is_integer() else None)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise PlainDataError(f"{where} must be a finite number; got {short_repr(value)}") from None
+    if not math.isfinite(number):
+        raise PlainDataError(f"{where} must be a finite number; got {number!r}")
+    return number
 
 
 # --------------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ SPACINGS = ("trailing", "linspace", "leading")
 # The largest beta any schedule defined through alpha_bar may take: Nichol & Dhariwal (2021, sec. 3.2)
 # clip at 0.999 so that the last step, where alpha_bar -> 0, does not become singular.
 MAX_BETA = 0.999
+MAX_TIMESTEPS = 1_000_000  # T of a schedule built here (1000 is usual); more would only exhaust memory
 
 
 class ScheduleError(ValueError):
@@ -187,6 +188,8 @@ def _scaled_endpoints(num_timesteps: int, beta_start: float, beta_end: float) ->
     """Ho et al.'s endpoints are for T = 1000; improved-diffusion scales them by 1000 / T so that the
     total amount of noise (and so alpha_bar at the end) stays about the same for other T."""
     scale = 1000.0 / num_timesteps
+    if not all(isinstance(b, (int, float)) and 0 < b < 1 for b in (beta_start, beta_end)):
+        raise ScheduleError(f"beta_start and beta_end must lie in (0, 1), got {beta_start!r}, {beta_end!r}")
     if beta_end * scale >= 1.0:
         raise ScheduleError(
             f"T = {num_timesteps} is too small for beta_end = {beta_end} scaled by 1000/T (beta would reach "
@@ -270,6 +273,8 @@ def betas_from_alpha_bar(fn: AlphaBarFn, num_timesteps: int, max_beta: float = M
     so that alpha_bar_t = prod_s (1 - beta_s) = f((t + 1) / T) / f(0) wherever no clipping happens.
     ``fn`` must be positive and decreasing; it need not start at exactly 1.
     """
+    if isinstance(max_beta, bool) or not isinstance(max_beta, (int, float)) or not 0 < max_beta < 1:
+        raise ScheduleError(f"max_beta must lie in (0, 1), got {max_beta!r}")
     tau = torch.linspace(0.0, 1.0, num_timesteps + 1, dtype=torch.float64)
     values = _evaluate_alpha_bar(fn, tau)
     if not bool(torch.isfinite(values).all()):
@@ -323,7 +328,9 @@ def make_schedule(spec: ScheduleSpec, num_timesteps: int = 1000, **options: floa
         _check_timesteps(num_timesteps)
         try:
             betas = _NAMED_SCHEDULES[spec](num_timesteps, **options)
-        except TypeError as error:
+        except ScheduleError:
+            raise
+        except (TypeError, ValueError, ArithmeticError, RuntimeError) as error:  # options of the wrong kind
             raise ScheduleError(f"schedule {spec!r}: {error}") from None
         return NoiseSchedule(betas, name=spec)
     if isinstance(spec, str):
@@ -346,6 +353,8 @@ def make_schedule(spec: ScheduleSpec, num_timesteps: int = 1000, **options: floa
 def _check_timesteps(num_timesteps: int) -> None:
     if not isinstance(num_timesteps, int) or isinstance(num_timesteps, bool) or num_timesteps < 1:
         raise ScheduleError(f"num_timesteps must be a positive integer, got {num_timesteps!r}")
+    if num_timesteps > MAX_TIMESTEPS:
+        raise ScheduleError(f"num_timesteps must be at most {MAX_TIMESTEPS:,}, got {num_timesteps:,}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -144,9 +144,10 @@ def _source(name: str) -> Source:
     if name not in SOURCES:
         from ddpmlab.data.toy import toy_dataset_names
 
-        known = [*toy_dataset_names(), *image_dataset_names()]
+        toy = toy_dataset_names()
         raise ConfigError(
-            f"unknown dataset {name!r}{did_you_mean(name, known)}; toy datasets: {', '.join(toy_dataset_names())}; "
+            f"unknown dataset {name!r}{did_you_mean(name, [*toy, *image_dataset_names()])}; "
+            f"toy datasets: {', '.join(toy)}; "
             f"image datasets: {', '.join(image_dataset_names())}"
         )
     return SOURCES[name]

@@ -57,7 +57,8 @@ def make_run_sampler(
     if steps is not None and not 0 < steps <= run.diffusion.num_timesteps:
         if steps <= 0:
             raise RunError(f"--steps must be positive, got {steps}")
-        raise RunError(f"--steps must be at most the run's {run.diffusion.num_timesteps} timesteps, got {steps}")
+        limit = run.diffusion.num_timesteps
+        raise RunError(f"--steps must be at most the run's {limit} timesteps, got {steps}")
     steps = steps if steps is not None else s.steps
     clip = clip_x0 if clip_x0 is not None else s.clip_x0
     if clip is None and run.info.kind == "image":
