@@ -129,3 +129,18 @@ def test_captcha_folders_read_16_bit_images_at_their_levels(tmp_path):
     Image.new("L", (1, 1)).save(root / "cd.png")
     with pytest.raises(DataError, match="image too small: .*cd.png is 1x1"):
         CaptchaFolderDataset(root)
+
+
+def test_a_file_that_breaks_after_the_checks_is_named_on_one_line_even_from_a_worker(tmp_path):
+    from ddpmlab.data.batches import LoaderBatches
+
+    rng = np.random.default_rng(0)
+    files = {f"{i}.png": Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)) for i in range(4)}
+    root = _folder(tmp_path, **files)
+    data = build_image_dataset("folder", root=root)
+    (root / "2.png").write_bytes(b"changed after the dataset was built")
+    for workers in (0, 1):
+        with pytest.raises(DataError) as error:
+            next(iter(LoaderBatches(data, 4, seed=0, num_workers=workers)))
+        assert str(error.value).startswith(f"unreadable image: {root / '2.png'}"), str(error.value)
+        assert "\n" not in str(error.value)

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ddpmlab.data.base import DataError
+
 __all__ = ["SampledBatches", "LoaderBatches", "Batch"]
 
 Batch = tuple[torch.Tensor, Any]
@@ -172,10 +174,22 @@ class LoaderBatches:
             generator=generator,
         )
 
+    def _read(self) -> Iterator[Batch]:
+        """The batches of one loader; a DataError raised in a worker process keeps its own one-line
+        message (DataLoader re-raises it wrapped in the worker's traceback)."""
+        try:
+            yield from self._loader()
+        except DataError as error:
+            text = str(error)
+            if text.startswith("Caught ") and "Original Traceback" in text:
+                last = text.strip().splitlines()[-1]
+                raise DataError(last.split(": ", 1)[-1]) from None
+            raise
+
     def __iter__(self) -> Iterator[Batch]:
         while True:
             epoch = self.epoch
-            for batch in self._loader():
+            for batch in self._read():
                 self.sample_in_epoch += self.global_batch
                 if not self._fits():
                     self.epoch, self.sample_in_epoch = self.epoch + 1, 0
