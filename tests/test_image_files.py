@@ -114,10 +114,10 @@ def test_truncated_jpegs_and_tiny_images_are_named_at_construction(tmp_path):
         build_image_dataset("folder", root=root, image_size=16)
     (root / "a.jpg").write_bytes(whole)
     Image.new("RGB", (1, 1)).save(root / "dot.png")
-    with pytest.raises(DataError, match=re.escape(f"image too small: {root / 'dot.png'} is 1x1")):
+    with pytest.raises(DataError, match=re.escape(f"image too small: {root / 'dot.png'} is 1x1; images")):
         build_image_dataset("folder", root=root, image_size=16)
     (root / "dot.png").unlink()
-    Image.new("RGB", (4, 4)).save(root / "small.png")  # enlarged exactly 4 times: accepted
+    Image.new("RGB", (8, 8)).save(root / "small.png")  # the smallest accepted
     assert len(build_image_dataset("folder", root=root, image_size=16)) == 2
 
 

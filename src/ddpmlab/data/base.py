@@ -48,7 +48,7 @@ __all__ = [
     "check_header",
     "check_images",
     "plain_image",
-    "MAX_UPSCALE",
+    "MIN_SIDE",
     "is_image",
     "images_under",
 ]
@@ -196,7 +196,7 @@ def describe_error(error: BaseException) -> str:
 PLAIN_MODES = ("1", "L", "P", "RGB", "CMYK", "YCbCr")
 ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
 INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-MAX_UPSCALE = 4  # an image enlarged more than this to reach data.image_size is a blur, not data
+MIN_SIDE = 8  # pixels on the shorter side: smaller images (a 1x1 file) hold no picture to learn
 
 
 def _mode_problem(image: Image.Image) -> str | None:
@@ -237,18 +237,17 @@ def _decode(path: str) -> None:
         raise DataError(f"unreadable image: {path} ({describe_error(error)})") from None
 
 
-def check_images(paths: list[str], image_size: int | None = None) -> list[tuple[int, int]]:
+def check_images(paths: list[str]) -> list[tuple[int, int]]:
     """Every file's (width, height), after :func:`check_header` and a full decode of each file (in
-    threads: Pillow decodes without the GIL); an image that ``image_size`` would enlarge more than
-    ``MAX_UPSCALE`` times (e.g. 1x1) is refused. Raises a DataError naming the first bad file."""
+    threads: Pillow decodes without the GIL); an image smaller than ``MIN_SIDE`` pixels on a side
+    (e.g. 1x1) is refused. Raises a DataError naming the first bad file."""
     sizes = [check_header(path) for path in paths]
-    if image_size is not None:
-        for path, (width, height) in zip(paths, sizes):
-            if min(width, height) * MAX_UPSCALE < image_size:
-                raise DataError(
-                    f"image too small: {path} is {width}x{height}, and data.image_size={image_size} would "
-                    f"enlarge it more than {MAX_UPSCALE} times"
-                )
+    for path, (width, height) in zip(paths, sizes):
+        if min(width, height) < MIN_SIDE:
+            raise DataError(
+                f"image too small: {path} is {width}x{height}; images need at least {MIN_SIDE} pixels "
+                "on each side"
+            )
     workers = max(1, min(8, os.cpu_count() or 1, len(paths)))
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(_decode, paths))

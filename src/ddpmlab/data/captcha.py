@@ -370,7 +370,7 @@ class CaptchaFolderDataset(_TextImageDataset):
             except ValueError as error:
                 raise DataError(f"captcha file {path}: {error}") from None
         self.files = [str(path) for path in files]
-        check_images(self.files, min(height, width))
+        check_images(self.files)
         self._setup(texts, charset, length, channels, height, width)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:

@@ -178,7 +178,7 @@ class ImageFolderDataset(ImageDataset):
         self.labels = torch.tensor(label_list, dtype=torch.int64)
         self.class_names = class_names
         self.num_classes = len(class_names) if class_names else 0
-        return check_images(self.files, image_size)
+        return check_images(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path = self.files[index]
