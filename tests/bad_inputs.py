@@ -48,7 +48,8 @@ TEXT = ["data.charset=abcd", "data.length=2", "data.num_items=8", "data.height=1
 @dataclass(frozen=True)
 class Case:
     """One bad input: the command line (run in the workspace), what kind of input it is, a part of the
-    message it must give, and an optional patch (``no_gpu``: a machine without CUDA)."""
+    message it must give, and an optional patch (``no_gpu``: a machine without CUDA; ``read_only``: the
+    folder ``locked`` is read-only, as chmod makes it for any user but root, for whom it is simulated)."""
 
     kind: str
     argv: tuple[str, ...]
@@ -139,6 +140,10 @@ CASES: list[Case] = [
     _c("argument", f"{SAMPLE} --device cuda", "--device cuda: no CUDA GPU is available here", "no_gpu"),
     _c("argument", "sample --run runs/toy --out no/such/s.npz", "the folder no/such does not exist"),
     _c("argument", "sample --run runs/toy --out file.txt/s.npz", "file.txt is a file, not a folder"),
+    _c("argument", "sample --run runs/toy --out locked/s.npz", "--out locked/s.npz: locked is read-only",
+       "read_only"),
+    _c("argument", "export --run runs/img --zip locked/x.zip", "--zip locked/x.zip: locked is read-only",
+       "read_only"),
     _c("argument", "sample --run runs/toy --out file.txt", "must be a .npz file"),
     _c("argument", "sample --run runs/img --out s.bmp", "--out must be a .npz file, a .png/.jpg grid"),
     _c("argument", "sample --run runs/img --out taken.png", "--out taken.png is a folder; name a file"),
@@ -184,6 +189,8 @@ CASES: list[Case] = [
     _c("run", "sample --run runs/payload --out s.npz", "cannot read checkpoint runs/payload/checkpoints"),
     _c("run", "sample --run runs/code_schedule --out s.npz", "names code and the config holds no betas"),
     _c("run", "sample --run runs/cifar_payload --out s.npz", "it holds a pickled"),
+    _c("run", "sample --run runs/damaged_info --out g.png", "has a damaged data.info (not a data"),
+    _c("run", "sample --run runs/huge_shape --out g.png", "has a damaged data.info (not a data"),
     _c("run", "train --config configs/mog1d.yaml --run runs/toy", "runs/toy already holds a trained run"),
     _c("run", "train --config configs/mog1d.yaml --run runs/empty --resume", "nothing to resume"),
     _c("run", "train --config configs/mog1d.yaml --run file.txt", "file.txt"),
@@ -298,6 +305,10 @@ def _broken_runs(runs: Path) -> None:
         state["config"]["data"].update(name="cifar10", root="runs/cifar_payload/data", info=None)
 
     _edit_checkpoint(runs / "img", runs / "cifar_payload", cifar_without_info)
+    _edit_checkpoint(runs / "img", runs / "damaged_info",
+                     lambda state: state["config"]["data"]["info"].update(value_range=[1]))
+    _edit_checkpoint(runs / "img", runs / "huge_shape",
+                     lambda state: state["config"]["data"]["info"].update(shape=[3, 100_000, 100_000]))
     write_cifar_payload(runs / "cifar_payload" / "data")
 
 
@@ -323,6 +334,7 @@ def build_workspace(ws: Path) -> None:
         (ws / "configs" / "binary.yaml").write_bytes(b"\xff\xfe\x00train")
         (ws / "file.txt").write_text("a regular file")
         (ws / "taken.png").mkdir()
+        (ws / "locked").mkdir()
         (ws / "evil_schedule.py").write_text(f"open({MARKER!r}, 'w').write('imported')\n"
                                              "def alpha_bar(tau):\n    return 1 - tau\n")
         _data_folders(ws / "data")
@@ -360,6 +372,13 @@ def run_case(case: Case, ws: Path) -> tuple[int, str, str]:
     patches = contextlib.ExitStack()
     if case.patch == "no_gpu":
         patches.enter_context(mock.patch("torch.cuda.is_available", return_value=False))
+    if case.patch == "read_only":
+        real = os.access
+
+        def access(path, mode):
+            return False if Path(path).name == "locked" and mode & os.W_OK else real(path, mode)
+
+        patches.enter_context(mock.patch("os.access", access))
     cwd = os.getcwd()
     os.chdir(ws)
     out, err = io.StringIO(), io.StringIO()
@@ -380,7 +399,7 @@ def render_table(messages: list[str]) -> str:
     lines = [TABLE_START, "", "| # | kind | input | message (stderr) |", "|---|---|---|---|"]
     for number, (case, message) in enumerate(zip(CASES, messages), 1):
         command = _cell(" ".join(("ddpmlab", *case.argv)))
-        note = " (no GPU)" if case.patch == "no_gpu" else ""
+        note = {"no_gpu": " (no GPU)", "read_only": " (`locked` read-only)"}.get(case.patch or "", "")
         lines.append(f"| {number} | {case.kind} | `{command}`{note} | `{_cell(message)}` |")
     return "\n".join([*lines, "", TABLE_END])
 

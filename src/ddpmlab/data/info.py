@@ -9,12 +9,14 @@ touching a file of the dataset. A run copied to another machine samples there.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DataInfo", "DATA_KINDS"]
+__all__ = ["DataInfo", "DATA_KINDS", "MAX_VALUES"]
 
 DATA_KINDS = ("toy", "image")
+MAX_VALUES = 1 << 24  # numbers in one sample: 16.7M, e.g. 3 x 2048 x 2048
 
 
 @dataclass
@@ -57,25 +59,41 @@ class DataInfo:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], dataset: Any = None) -> DataInfo:
-        """The inverse of :meth:`to_dict`. Raises ValueError when ``raw`` is not such a record."""
+        """The inverse of :meth:`to_dict`. Raises ValueError when ``raw`` is not such a record (a
+        damaged or hostile run: every field is checked, and a sample may hold at most
+        ``MAX_VALUES`` numbers, so that opening a run cannot ask for an absurd allocation)."""
         try:
-            kind, num_classes = raw["kind"], int(raw["num_classes"])
-            shape = tuple(int(n) for n in raw["shape"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"not a data description (kind, shape, num_classes): {raw!r}") from None
-        if kind not in DATA_KINDS or not shape or min(shape) <= 0 or num_classes < 0:
-            raise ValueError(f"not a data description (kind, shape, num_classes): {raw!r}")
+            info = cls._parse(raw, dataset)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError):
+            info = None
+        if info is None:
+            text = repr(raw)
+            raise ValueError(f"not a data description (kind, shape, num_classes): {text[:120]}")
+        return info
+
+    @classmethod
+    def _parse(cls, raw: dict[str, Any], dataset: Any) -> DataInfo | None:
+        kind, num_classes = raw["kind"], raw["num_classes"]
+        shape = tuple(raw["shape"])
+        numbers = (num_classes, *shape)
+        if kind not in DATA_KINDS or not shape or not all(type(n) is int for n in numbers):
+            return None
+        if min(shape) <= 0 or num_classes < 0 or math.prod(shape) > MAX_VALUES:
+            return None
+        names, charset, length = raw.get("class_names"), raw.get("text_charset"), raw.get("text_length")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            return None
+        if charset is not None and not (isinstance(charset, str) and charset):
+            return None
+        if length is not None and not (type(length) is int and length > 0):
+            return None
         value_range = raw.get("value_range")
-        return cls(
-            kind=kind,
-            shape=shape,
-            num_classes=num_classes,
-            dataset=dataset,
-            class_names=list(raw["class_names"]) if raw.get("class_names") else None,
-            text_charset=raw.get("text_charset"),
-            text_length=raw.get("text_length"),
-            value_range=(float(value_range[0]), float(value_range[1])) if value_range else None,
-        )
+        if value_range is not None:
+            low, high = (float(value) for value in value_range)
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                return None
+            value_range = (low, high)
+        return cls(kind, shape, num_classes, dataset, names or None, charset, length, value_range)
 
     def same_as(self, other: DataInfo) -> bool:
         """Whether two descriptions agree (the dataset objects aside)."""

@@ -44,9 +44,9 @@ def build_diffusion(config: Config) -> GaussianDiffusion:
         schedule = make_schedule(d.schedule, d.timesteps, **d.schedule_options)
     else:
         raise ConfigError(
-            f"diffusion.schedule {d.schedule!r} names code and the config holds no betas (a run trained "
-            "before runs recorded their schedule as numbers); ddpmlab does not import code to open a run: "
-            "retrain it, or add its betas as diffusion.betas"
+            f"diffusion.schedule {d.schedule!r} names code and the config holds no betas; ddpmlab imports "
+            "schedule code only when it reads your config (load_config, resolve_schedule), never to open "
+            "a run: retrain a run from before runs stored their schedule as numbers, or add diffusion.betas"
         )
     return GaussianDiffusion(schedule, d.prediction, d.min_snr_gamma)
 
