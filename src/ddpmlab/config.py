@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ddpmlab.diffusion import PREDICTION_TYPES
 from ddpmlab.plain import (
     FlowList,
@@ -398,29 +400,27 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
 
 def resolve_schedule(config: Config) -> Config:
-    """Check the config's schedule by building it, and record a ``module:function`` schedule as
-    numbers (``diffusion.betas``): reading a user's config is the one time ddpmlab imports schedule
-    code, so that a run stores its schedule as numbers and opening it never imports anything. Named
-    schedules stay names.
+    """Record a ``module:function`` schedule as numbers (``diffusion.betas``): reading a user's config
+    is the one time ddpmlab imports schedule code, so that a run stores its schedule as numbers and
+    opening it never imports anything. Named schedules stay names (checked here, built later).
 
     Raises:
         ConfigError: an unknown schedule name (with the closest one), a module that cannot be
             imported, bad schedule options or betas.
     """
     d = config.diffusion
-    if d.betas is not None:
+    if d.betas is not None or d.schedule in schedule_names():
         return config
-    if ":" not in d.schedule and d.schedule not in schedule_names():
+    if ":" not in d.schedule:
         raise ConfigError(
             f"unknown schedule {d.schedule!r}{did_you_mean(d.schedule, list(schedule_names()))}; "
             f"choose one of {', '.join(schedule_names())} or give 'package.module:function'"
         )
     try:
-        schedule = make_schedule(d.schedule, d.timesteps, **d.schedule_options)
+        with torch.device("cpu"):  # numbers for the config, whatever the caller's default device
+            schedule = make_schedule(d.schedule, d.timesteps, **d.schedule_options)
     except (ScheduleError, TypeError) as error:
         raise ConfigError(f"diffusion.schedule {d.schedule!r}: {str(error).splitlines()[0]}") from None
-    if d.schedule in schedule_names():
-        return config
     raw = config.to_dict()
     raw["diffusion"]["betas"] = schedule.betas.tolist()
     return Config.from_dict(raw)
