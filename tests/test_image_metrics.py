@@ -313,7 +313,7 @@ def test_memorisation_finds_and_flags_a_planted_copy(tmp_path) -> None:
     assert report.fraction >= 1 / len(samples)
     assert report.heldout_fraction == pytest.approx(0.05, abs=0.02)  # the floor is q by construction
     summary = report.summary()
-    assert summary["min_distance"] == 0.0 and summary["n_samples"] == 40
+    assert summary["min_distance"] == 0.0 and (summary["n_samples"], summary["n_train"]) == (40, 300)
     json.dumps(summary)
     # Pixel distances are in 0..255 units: the same as NumPy's on the flattened images.
     expected = np.sqrt(((samples[5].astype(float) - train[report.indices[5]].astype(float)) ** 2).sum())

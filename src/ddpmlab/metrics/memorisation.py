@@ -109,6 +109,7 @@ class MemorisationReport:
         threshold: the q-quantile of ``heldout_distances``.
         flagged: [N] bool, distances <= threshold (closer to the training set than all but a fraction
             q of real images the model never saw).
+        n_train: the number of training items searched.
     """
 
     distances: torch.Tensor
@@ -117,6 +118,7 @@ class MemorisationReport:
     quantile: float
     threshold: float
     flagged: torch.Tensor
+    n_train: int
 
     @property
     def fraction(self) -> float:
@@ -130,10 +132,12 @@ class MemorisationReport:
         return float((self.heldout_distances <= self.threshold).double().mean())
 
     def summary(self) -> dict[str, float | int]:
-        """The numbers to report (JSON-ready): sizes, threshold, both fractions, median distances."""
+        """The numbers to report (JSON-ready): sizes, threshold, both fractions, median and smallest
+        distances."""
         return {
             "n_samples": len(self.distances),
             "n_heldout": len(self.heldout_distances),
+            "n_train": self.n_train,
             "quantile": self.quantile,
             "threshold": self.threshold,
             "fraction_flagged": self.fraction,
@@ -182,6 +186,7 @@ def memorisation_report(
         quantile=float(quantile),
         threshold=threshold,
         flagged=found.distances <= threshold,
+        n_train=len(train),
     )
 
 
@@ -237,15 +242,16 @@ def plot_closest_pairs(
         )
     order = np.argsort(distances, kind="stable")[: max(1, num)]
     cmap = "gray" if samples.ndim == 3 else None
-    fig, axes = plt.subplots(2, len(order), figsize=(1.5 * len(order) + 0.6, 3.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(order), figsize=(1.5 * len(order) + 0.6, 4.4), squeeze=False)
     for column, i in enumerate(order):
         close = threshold is not None and distances[i] <= threshold
         top, bottom = axes[0, column], axes[1, column]
         top.imshow(samples[i], cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
         bottom.imshow(train[indices[i]], cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
         top.set_title(f"sample {i}", fontsize=8)
-        bottom.set_title(f"train {indices[i]}", fontsize=8)
-        bottom.set_xlabel(f"d = {distances[i]:.3g}", fontsize=8, color="red" if close else "black")
+        bottom.set_xlabel(
+            f"train {indices[i]}\nd = {distances[i]:.3g}", fontsize=8, color="red" if close else "black"
+        )
         for ax in (top, bottom):
             ax.set_xticks([])
             ax.set_yticks([])
