@@ -215,6 +215,7 @@ def test_fd_matches_torchmetrics() -> None:
     assert frechet_distance(x, y) == pytest.approx(float(metric.compute()), rel=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save all extracted features")
 def test_kid_matches_torchmetrics() -> None:
     kid_module = pytest.importorskip("torchmetrics.image.kid")
     rng = np.random.default_rng(15)

@@ -1,7 +1,7 @@
 """Shared helpers of the image metrics: input checks and blocked squared distances.
 
-Feature sets are [N, D] tensors or arrays. Tensors stay on their device (a GPU makes the O(N^2)
-metrics fast); arrays and nested sequences go to the CPU.
+Feature sets are [N, D] tensors or arrays. Tensors stay on their device, so CUDA tensors are compared
+on the GPU (only the CPU path is tested); arrays and nested sequences go to the CPU.
 """
 
 from __future__ import annotations
