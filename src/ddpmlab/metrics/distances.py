@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ddpmlab.metrics._common import ArrayLike, as_features, check_same_dim
+from ddpmlab.metrics.arrays import ArrayLike, as_features, check_same_dim
 
 __all__ = ["FeatureStats", "frechet_distance", "KIDResult", "kernel_inception_distance"]
 

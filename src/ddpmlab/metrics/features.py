@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from ddpmlab.metrics._common import ArrayLike
+from ddpmlab.metrics.arrays import ArrayLike
 
 __all__ = ["FeatureNetwork", "as_uint8_images", "extract_features", "network_name"]
 

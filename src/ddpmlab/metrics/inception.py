@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from ddpmlab.metrics._common import ArrayLike
+from ddpmlab.metrics.arrays import ArrayLike
 from ddpmlab.metrics.features import as_uint8_images
 
 __all__ = [

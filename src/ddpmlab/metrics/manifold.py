@@ -20,9 +20,15 @@ from typing import NamedTuple
 
 import torch
 
-from ddpmlab.metrics._common import ArrayLike, as_features, check_same_dim, squared_distance_blocks
+from ddpmlab.metrics.arrays import ArrayLike, as_features, check_same_dim, squared_distance_blocks
 
-__all__ = ["PrecisionRecall", "precision_recall", "knn_radii"]
+__all__ = [
+    "PrecisionRecall",
+    "RealManifold",
+    "precision_recall",
+    "precision_recall_against",
+    "knn_radii",
+]
 
 
 class PrecisionRecall(NamedTuple):
@@ -84,10 +90,10 @@ def precision_recall(
     Raises:
         ValueError: k outside [1, N - 1] for either set, different dimensions, NaN or infinity.
     """
-    return _precision_recall(_Manifold.of(real, k, batch_size), fake, batch_size)
+    return precision_recall_against(RealManifold.of(real, k, batch_size), fake, batch_size)
 
 
-class _Manifold(NamedTuple):
+class RealManifold(NamedTuple):
     """A real set ready for :func:`precision_recall`: centred float32 points, squared k-NN radii, centre.
     Made once when several sample sets are compared with the same real set."""
 
@@ -97,7 +103,8 @@ class _Manifold(NamedTuple):
     k: int
 
     @classmethod
-    def of(cls, real: ArrayLike, k: int, batch_size: int | None) -> _Manifold:
+    def of(cls, real: ArrayLike, k: int, batch_size: int | None = None) -> RealManifold:
+        """The manifold of real features [N_r, D] with k-NN radii (raises ValueError for k >= N_r)."""
         r = as_features(real, "real", torch.float32)
         _check_k(k, len(r), "real")
         centre = r.mean(dim=0)
@@ -105,7 +112,11 @@ class _Manifold(NamedTuple):
         return cls(r, _knn_radii_squared(r, k, batch_size), centre, k)
 
 
-def _precision_recall(manifold: _Manifold, fake: ArrayLike, batch_size: int | None) -> PrecisionRecall:
+def precision_recall_against(
+    manifold: RealManifold, fake: ArrayLike, batch_size: int | None = None
+) -> PrecisionRecall:
+    """Precision and recall (Kynkaanniemi et al. 2019) of ``fake`` [N_f, D] against a real set's
+    prepared :class:`RealManifold` (so that several fake sets share one k-NN pass over the reals)."""
     r, radii_r = manifold.points, manifold.radii
     g = as_features(fake, "fake", torch.float32)
     check_same_dim(r, g, "real and fake")

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ddpmlab.metrics._common import ArrayLike, as_features, check_same_dim, squared_distance_blocks
+from ddpmlab.metrics.arrays import ArrayLike, as_features, check_same_dim, squared_distance_blocks
 
 __all__ = [
     "NearestNeighbours",

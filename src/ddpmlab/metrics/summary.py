@@ -18,10 +18,10 @@ import numpy as np
 import scipy
 import torch
 
-from ddpmlab.metrics._common import ArrayLike, as_features, check_same_dim
+from ddpmlab.metrics.arrays import ArrayLike, as_features, check_same_dim
 from ddpmlab.metrics.distances import FeatureStats, frechet_distance, kernel_inception_distance
 from ddpmlab.metrics.features import network_name
-from ddpmlab.metrics.manifold import _Manifold, _precision_recall
+from ddpmlab.metrics.manifold import RealManifold, precision_recall_against
 
 __all__ = ["class_accuracy", "package_versions", "real_floor", "compare_features"]
 
@@ -171,9 +171,9 @@ def compare_features(
     subset_size = min(kid_subset_size, n, len(reference))
     kid = kernel_inception_distance(fake, reference, kid_subsets, subset_size, seed=seed)
     kid_floor = kernel_inception_distance(held, reference, kid_subsets, subset_size, seed=seed)
-    manifold = _Manifold.of(reference, k, batch_size)  # the reference's k-NN radii, computed once
-    pr = _precision_recall(manifold, fake, batch_size)
-    pr_floor = _precision_recall(manifold, held, batch_size)
+    manifold = RealManifold.of(reference, k, batch_size)  # the reference's k-NN radii, computed once
+    pr = precision_recall_against(manifold, fake, batch_size)
+    pr_floor = precision_recall_against(manifold, held, batch_size)
     return {
         "n": n,
         "n_reference": len(reference),
