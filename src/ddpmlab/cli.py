@@ -137,6 +137,29 @@ def _cmd_train(args, classifier: bool = False) -> int:
     return 0
 
 
+def _cmd_train_judge(args) -> int:
+    from ddpmlab.config import load_config
+    from ddpmlab.data import build_data, describe_data
+    from ddpmlab.runs.judge import build_judge_for, train_judge_run
+
+    config = load_config(args.config, args.overrides)
+    run_dir = Path(args.run) if args.run else Path("runs") / config.name
+    if args.dry_run:
+        info = describe_data(config.data) or build_data(config.data, 1, config.train.seed)[1]
+        model = build_judge_for(config, info)
+        count = sum(p.numel() for p in model.parameters())
+        print(config.to_yaml().rstrip())
+        print(f"# run directory: {run_dir}")
+        print(f"# model: JudgeCNN with {count:,} parameters")
+        return 0
+    trainer = train_judge_run(config, run_dir, resume=args.resume)
+    accuracy = trainer.state.last_metrics.get("accuracy")
+    augmented = f", accuracy on augmented batches {accuracy:.3f}" if accuracy is not None else ""
+    seconds = trainer.state.elapsed_seconds
+    print(f"trained {trainer.state.step} steps in {seconds:.1f} s{augmented}; run directory: {run_dir}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from ddpmlab.runs.demo import run_demo
 
@@ -280,6 +303,7 @@ COMMANDS = {
     "forward": _cmd_forward,
     "train": _cmd_train,
     "train-classifier": lambda args: _cmd_train(args, classifier=True),
+    "train-judge": _cmd_train_judge,
     "demo": _cmd_demo,
     "sample": _cmd_sample,
     "export": _cmd_export,

@@ -50,6 +50,13 @@ def _add_training_parsers(sub) -> None:
             "config's diffusion timesteps) for `ddpmlab sample --classifier`; its diffusion section must "
             "match the runs it will guide.",
         ),
+        (
+            "train-judge",
+            "train a judge: a classifier of clean real images that evaluates samples",
+            "Train a judge (model.type judge): a CNN classifier of clean real images whose predictions "
+            "give the class accuracy of samples and whose features give FD_judge, KID_judge, precision "
+            "and recall.",
+        ),
     ):
         p = sub.add_parser(
             name,
