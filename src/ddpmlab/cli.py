@@ -281,6 +281,42 @@ def _write_animation(args, run, plan, sampler, classifier, scale) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    """``ddpmlab evaluate``: sample (or read samples), measure them against the run's real data."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from ddpmlab.data.base import to_uint8
+    from ddpmlab.runs import open_run
+    from ddpmlab.runs.evaluate import evaluate_images, format_evaluation, load_feature_network, real_data
+
+    network = load_feature_network(args.features, args.device)  # fails early, before any sampling
+    if args.samples:
+        run, what = open_run(args.run, args.device), f"samples from {args.samples}"
+        with np.load(args.samples) as stored:
+            if "images" not in stored.files:
+                raise UsageError(f"{args.samples} holds no 'images' array (write it with sample --out x.npz)")
+            images = torch.from_numpy(stored["images"])
+            labels = torch.from_numpy(stored["labels"]) if "labels" in stored.files else None
+        labels = labels if labels is not None and labels.dtype != torch.bool and labels.ndim == 1 else None
+    else:
+        run, plan, sampler, classifier, scale = _request(args, default_num=1000)
+        samples, labels = _draw(args, run, plan, sampler, classifier, scale)
+        images, what = to_uint8(samples), repr(sampler)
+    result = evaluate_images(
+        images, labels, real_data(run, args.real_num, args.seed), network, args.seed, args.pairs
+    )
+    result.update(run=str(run.run_dir), step=run.step, samples=what)
+    print(format_evaluation(result))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_export(args) -> int:
     from ddpmlab.data.base import to_uint8
     from ddpmlab.export import save_zip
@@ -307,6 +343,7 @@ COMMANDS = {
     "demo": _cmd_demo,
     "sample": _cmd_sample,
     "export": _cmd_export,
+    "evaluate": _cmd_evaluate,
 }
 
 

@@ -164,6 +164,24 @@ def _add_sampling_parsers(sub) -> None:
     p.add_argument("--format", default="png", choices=["png", "jpg"], help="image file format (default png)")
     p.add_argument("--zip", required=True, help="the archive to write, e.g. HW2_123456789.zip")
     p.set_defaults(command="export")
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a run's samples against its real data (FD, KID, precision/recall, memorisation)",
+        description="Sample from a run (or read --samples x.npz) and measure the samples against the "
+        "run's training data in the features of a judge (--features judge:RUN, a run of `ddpmlab "
+        "train-judge`) or of the FID Inception network (--features inception[:WEIGHTS], needs pip "
+        "install 'ddpmlab[metrics]'): FD, KID, precision and recall, class accuracy (with a judge), and "
+        "memorisation, each beside what real images score at the same N.",
+    )
+    _add_sampling_options(p, "default 1000")
+    p.add_argument("--features", required=True, help="judge:RUN or inception[:WEIGHTS]")
+    p.add_argument("--samples", help="an .npz of `ddpmlab sample` to measure instead of sampling")
+    p.add_argument("--real-num", type=int, default=10_000, help="real images to read at most (default 10000)")
+    p.add_argument("--out", help="write the numbers to this JSON file")
+    p.add_argument(
+        "--pairs", help="draw the samples closest to the real data beside their nearest real image"
+    )
+    p.set_defaults(command="evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
