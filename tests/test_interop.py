@@ -88,20 +88,21 @@ def folder(tmp_path_factory) -> Path:
     return _image_folder(tmp_path_factory.mktemp("data") / "images")
 
 
+def _train_tiny(run: Path, folder: Path, conditional: bool, *extra: str) -> Path:
+    """A tiny mnist5k-shaped UNet trained two steps on the image folder (classes ant, bee)."""
+    assert main(["train", "--config", MNIST5K, "--run", str(run), f"data.root={folder}",
+                 f"data.conditional={str(conditional).lower()}", *TINY_RUN, *extra]) == 0
+    return run
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, folder) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "uncond"
-    assert main(["train", "--config", MNIST5K, "--run", str(run), f"data.root={folder}",
-                 "data.conditional=false", *TINY_RUN]) == 0
-    return run
+    return _train_tiny(tmp_path_factory.mktemp("runs") / "uncond", folder, False)
 
 
 @pytest.fixture(scope="module")
 def trained_conditional(tmp_path_factory, folder) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "cond"
-    assert main(["train", "--config", MNIST5K, "--run", str(run), f"data.root={folder}",
-                 "data.conditional=true", *TINY_RUN]) == 0
-    return run
+    return _train_tiny(tmp_path_factory.mktemp("runs") / "cond", folder, True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -317,9 +318,7 @@ def test_the_readme_guidance_loop_on_a_class_conditional_export_matches_ddpmlab(
 
 
 def test_export_refuses_what_diffusers_cannot_express_in_one_line(tmp_path, folder, capsys):
-    run = tmp_path / "patched"
-    assert main(["train", "--config", MNIST5K, "--run", str(run), f"data.root={folder}",
-                 "data.conditional=false", *TINY_RUN, "model.patch_size=2"]) == 0
+    run = _train_tiny(tmp_path / "patched", folder, False, "model.patch_size=2")
     capsys.readouterr()
     assert main(["export", "--run", str(run), "--diffusers", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
