@@ -321,6 +321,8 @@ def _cmd_export(args) -> int:
     from ddpmlab.data.base import to_uint8
     from ddpmlab.export import save_zip
 
+    if args.diffusers:
+        return _cmd_export_diffusers(args)
     if not args.zip.lower().endswith(".zip"):
         raise UsageError(f"--zip must name a .zip file, got {args.zip}")
     run, plan, sampler, classifier, scale = _request(args, default_num=64)
@@ -334,6 +336,36 @@ def _cmd_export(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------------
+# ddpmlab export --diffusers | import-diffusers
+# --------------------------------------------------------------------------------------------------
+
+
+def _cmd_export_diffusers(args) -> int:
+    from ddpmlab import distributed
+    from ddpmlab.runs.diffusers import export_diffusers
+
+    if distributed.is_main():  # one folder, written once (under torchrun the other ranks have nothing to do)
+        path = export_diffusers(args.run, args.diffusers)
+        print(f"wrote {args.run} as a diffusers pipeline to {path} (DDPMPipeline.from_pretrained loads it)")
+    return 0
+
+
+def _cmd_import_diffusers(args) -> int:
+    from ddpmlab.runs.diffusers import import_diffusers
+
+    run, *overrides = args.run
+    config = import_diffusers(args.folder, run, args.overrides + overrides)
+    model, data = config.model.options, config.data
+    fine_tuning = f"{data.name} {data.root or ''}".strip() if data.root or data.name != "folder" else "none"
+    print(
+        f"imported {args.folder} as the run {run}: UNet of {model['base_channels']} x "
+        f"{model['channel_mults']} channels, {config.diffusion.timesteps} steps, prediction "
+        f"{config.diffusion.prediction}; data for fine-tuning: {fine_tuning}"
+    )
+    return 0
+
+
 COMMANDS = {
     "schedules": _cmd_schedules,
     "forward": _cmd_forward,
@@ -344,6 +376,7 @@ COMMANDS = {
     "sample": _cmd_sample,
     "export": _cmd_export,
     "evaluate": _cmd_evaluate,
+    "import-diffusers": _cmd_import_diffusers,
 }
 
 

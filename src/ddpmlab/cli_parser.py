@@ -156,13 +156,20 @@ def _add_sampling_parsers(sub) -> None:
     p.set_defaults(command="sample")
     p = sub.add_parser(
         "export",
-        help="write N generated images as separate files in a zip (course submissions)",
+        help="write N generated images as separate files in a zip (course submissions), or the run as a "
+        "diffusers pipeline",
         description="Sample N images from a run and write them as separate "
-        "PNG/JPG files inside a zip archive named as you ask, e.g. --zip HW2_123456789.zip.",
+        "PNG/JPG files inside a zip archive named as you ask, e.g. --zip HW2_123456789.zip; or, with "
+        "--diffusers DIR, write the run (EMA weights) as a folder that diffusers' "
+        "DDPMPipeline.from_pretrained(DIR) loads.",
     )
     _add_sampling_options(p, "default 64")
     p.add_argument("--format", default="png", choices=["png", "jpg"], help="image file format (default png)")
-    p.add_argument("--zip", required=True, help="the archive to write, e.g. HW2_123456789.zip")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--zip", help="the archive to write, e.g. HW2_123456789.zip")
+    target.add_argument(
+        "--diffusers", metavar="DIR", help="write a diffusers pipeline folder (UNet2DModel + DDPMScheduler)"
+    )
     p.set_defaults(command="export")
     p = sub.add_parser(
         "evaluate",
@@ -184,6 +191,25 @@ def _add_sampling_parsers(sub) -> None:
     p.set_defaults(command="evaluate")
 
 
+def _add_interop_parsers(sub) -> None:
+    p = sub.add_parser(
+        "import-diffusers",
+        help="make a diffusers UNet2DModel + DDPMScheduler folder a ddpmlab run",
+        description="Read a diffusers pipeline folder (model_index.json, unet/, scheduler/; e.g. the "
+        "published DDPM CIFAR-10 model) and write a run directory that sample, export and train "
+        "--resume (fine-tuning) accept. The run's data is fixed here, like every key of a run: give it "
+        "to fine-tune later, e.g. data.name=cifar10, or data.name=folder data.root=DIR.",
+    )
+    p.add_argument("folder", help="the diffusers folder")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    # nargs="+": the overrides may also follow --run (argparse takes positionals before it only)
+    p.add_argument(
+        "--run", required=True, nargs="+", metavar=("RUN", "key=value"),
+        help="the run directory to write (then, optionally, dotted config overrides)",
+    )
+    p.set_defaults(command="import-diffusers")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ddpmlab`` argument parser with every command."""
     parser = argparse.ArgumentParser(prog="ddpmlab", description="Denoising diffusion probabilistic models.")
@@ -191,4 +217,5 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schedule_parsers(subparsers)
     _add_training_parsers(subparsers)
     _add_sampling_parsers(subparsers)
+    _add_interop_parsers(subparsers)
     return parser

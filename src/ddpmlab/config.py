@@ -107,9 +107,14 @@ class ModelConfig:
 
 @dataclass
 class DiffusionConfig:
-    """The forward process: schedule (a name or 'module:function'), T and the prediction target."""
+    """The forward process: schedule, T and the prediction target.
 
-    schedule: str = "linear"
+    ``schedule`` is a name or 'module:function' (see :func:`ddpmlab.schedules.make_schedule`), or the
+    list of the T betas themselves (what ``ddpmlab import-diffusers`` writes for a scheduler that no
+    named schedule reproduces); ``timesteps`` must then be the list's length.
+    """
+
+    schedule: str | list[float] = "linear"
     timesteps: int = 1000
     prediction: str = "eps"
     min_snr_gamma: float | None = None
@@ -117,6 +122,10 @@ class DiffusionConfig:
 
     def validate(self) -> None:
         _check_positive("diffusion", "timesteps", self.timesteps, integer=True)
+        if isinstance(self.schedule, list) and len(self.schedule) != self.timesteps:
+            raise ConfigError(
+                f"diffusion.schedule has {len(self.schedule)} betas; diffusion.timesteps is {self.timesteps}"
+            )
         _check_choice("diffusion", "prediction", self.prediction, PREDICTION_TYPES)
         _check_positive("diffusion", "min_snr_gamma", self.min_snr_gamma, allow_none=True)
 
