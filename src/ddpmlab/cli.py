@@ -317,6 +317,45 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _numbers(text: str, kind, option: str) -> list:
+    try:
+        return [None if part.strip() in ("", "default") else kind(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{option} must be comma-separated numbers, got {text!r}") from None
+
+
+def _cmd_sweep(args) -> int:
+    """``ddpmlab sweep``: samplers x steps x guidance scales, each timed and measured."""
+    from ddpmlab.runs import open_run, plan_conditions
+    from ddpmlab.runs.evaluate import load_feature_network, real_data
+    from ddpmlab.runs.sweep import sweep_run, write_sweep
+    from ddpmlab.sampling import SAMPLERS
+
+    samplers = _names(args.sampler, "--sampler")
+    unknown = [name for name in samplers if name not in SAMPLERS]
+    if unknown:
+        raise UsageError(f"--sampler: unknown {', '.join(unknown)}; choose from {', '.join(SAMPLERS)}")
+    steps, guidances = _numbers(args.steps, int, "--steps"), _numbers(args.guidance, float, "--guidance")
+    network = load_feature_network(args.features, args.device)
+    run = open_run(args.run, args.device)
+    plan = plan_conditions(run, args.num, args.labels, None)
+    real = real_data(run, args.real_num, args.seed)
+    rows = sweep_run(
+        run, network, real, samplers, steps, guidances, plan.num, plan.labels, args.seed, progress=True
+    )
+    context = {
+        "run": str(run.run_dir),
+        "step": run.step,
+        "N": plan.num,
+        "features": args.features,
+        "seed": args.seed,
+    }
+    paths = write_sweep(rows, args.out, context)
+    print((Path(args.out) / "sweep.md").read_text())
+    print("wrote " + ", ".join(str(path) for path in paths.values()))
+    return 0
+
+
 def _cmd_export(args) -> int:
     from ddpmlab.data.base import to_uint8
     from ddpmlab.export import save_zip
@@ -376,6 +415,7 @@ COMMANDS = {
     "sample": _cmd_sample,
     "export": _cmd_export,
     "evaluate": _cmd_evaluate,
+    "sweep": _cmd_sweep,
     "import-diffusers": _cmd_import_diffusers,
 }
 

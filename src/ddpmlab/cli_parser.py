@@ -189,6 +189,26 @@ def _add_sampling_parsers(sub) -> None:
         "--pairs", help="draw the samples closest to the real data beside their nearest real image"
     )
     p.set_defaults(command="evaluate")
+    p = sub.add_parser(
+        "sweep",
+        help="sample a run with several samplers, step counts and guidance scales; time and measure each",
+        description="For every combination of --sampler, --steps and --guidance: draw --num samples with the "
+        "same seed, time them, and measure them against the run's real data (as `ddpmlab evaluate`). Writes "
+        "sweep.csv, sweep.md, sweep.json and sweep.png (quality against seconds per image; FD, precision, "
+        "recall and class accuracy against the guidance scale) into --out.",
+    )
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--features", required=True, help="judge:RUN or inception[:WEIGHTS]")
+    p.add_argument("--sampler", default="ddim", help="comma-separated samplers (default ddim)")
+    p.add_argument("--steps", default="20,50", help="comma-separated step counts (default 20,50)")
+    p.add_argument("--guidance", default="default", help="comma-separated guidance scales (conditional runs)")
+    p.add_argument("--labels", help="'all' (classes in turn) or class indices, e.g. 0,3,7")
+    p.add_argument("--num", type=int, default=500, help="samples per setting (default 500)")
+    p.add_argument("--real-num", type=int, default=10_000, help="real images to read at most (default 10000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="the folder to write the table and figure into")
+    p.set_defaults(command="sweep")
 
 
 def _add_interop_parsers(sub) -> None:
@@ -204,7 +224,10 @@ def _add_interop_parsers(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     # nargs="+": the overrides may also follow --run (argparse takes positionals before it only)
     p.add_argument(
-        "--run", required=True, nargs="+", metavar=("RUN", "key=value"),
+        "--run",
+        required=True,
+        nargs="+",
+        metavar=("RUN", "key=value"),
         help="the run directory to write (then, optionally, dotted config overrides)",
     )
     p.set_defaults(command="import-diffusers")
