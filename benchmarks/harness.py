@@ -14,7 +14,8 @@
 - **Machine and versions.** :func:`cpu_name`, :func:`machine_line`, :func:`versions`.
 - **The networks.** :func:`mnist_unet` (the MNIST network of the CPU benchmarks), :func:`diffusers_twin`
   (diffusers' ``UNet2DModel`` configured to the same network as one of our UNets) and
-  :func:`load_diffusers_weights` (its weights copied into ours), :func:`without_middle_norm`.
+  :func:`load_diffusers_weights` (its weights copied into ours), both by the library's mapping
+  (:mod:`ddpmlab.models.diffusers_format`), :func:`without_middle_norm`.
 - **The sampling loops.** :func:`ours_sampling_loop` (our sampler, noise drawn as ``ddpmlab sample``
   draws it) and :func:`diffusers_sampling_loop` (the usual diffusers loop, with the standard batched
   classifier-free guidance), with :func:`diffusers_scheduler`.
@@ -42,6 +43,7 @@ from torch import nn
 
 import ddpmlab
 from ddpmlab.models import UNet
+from ddpmlab.models.diffusers_format import state_dict_from_diffusers, unet2d_config
 from ddpmlab.runs import seed_generators
 from ddpmlab.sampling import Sampler
 
@@ -277,119 +279,38 @@ def mnist_config(base: int) -> dict[str, Any]:
 
 
 def diffusers_twin(ours: nn.Module, size: int, class_embeds: int | None = None) -> nn.Module:
-    """diffusers' UNet2DModel configured to the same network as our UNet ``ours`` (the blocks correspond
-    as :func:`diffusers_weights_for_ours` maps them); the same parameter count.
+    """diffusers' UNet2DModel configured to the same network as our UNet ``ours``, by the library's
+    mapping (:func:`ddpmlab.models.diffusers_format.unet2d_config`); the same parameter count.
 
-    ``class_embeds``: rows of diffusers' class embedding; default our embedding's rows (the classes and
-    the null class, which the sampling benchmarks need for classifier-free guidance). The training
-    benchmark passes the real classes only, as diffusers' own training would configure it.
+    As diffusers' own users configure it, the twin has no GroupNorm in its middle attention when the
+    residual blocks use scale_shift (``attn_norm_num_groups`` null): :func:`without_middle_norm` makes
+    ours the same network for the comparisons that need it. ``class_embeds``: rows of diffusers' class
+    embedding; default our embedding's rows (the classes and the null class, which the sampling
+    benchmarks need for classifier-free guidance). The training benchmark passes the real classes only,
+    as diffusers' own training would configure it.
     """
     from diffusers import UNet2DModel
 
-    levels = ours.down_levels
-    widths = tuple(level.stages[0].residual.conv_1.out_channels for level in levels)
-    attention = [level.stages[0].attention is not None for level in levels]
-    blocks = [stage.attention for stage in ours.middle if stage.attention is not None]
-    blocks += [stage.attention for level in levels for stage in level.stages if stage.attention is not None]
-    head_dims = {block.qkv.out_channels // 3 // block.num_heads for block in blocks}
-    if len(head_dims) != 1 or ours.patch_size != 1 or ours.text_cross_attention:
-        raise ValueError(f"no UNet2DModel computes this UNet (head widths {sorted(head_dims)})")
-    residual = levels[0].stages[0].residual
-    encoder = ours.condition_encoder
-    if class_embeds is None and encoder is not None:
-        class_embeds = encoder.embedding.num_embeddings
-    return UNet2DModel(
-        sample_size=size,
-        in_channels=ours.in_channels,
-        out_channels=ours.out_channels,
-        block_out_channels=widths,
-        layers_per_block=len(levels[0].stages),
-        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
-        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
-        attention_head_dim=head_dims.pop(),
-        norm_num_groups=ours.output_norm.num_groups,
-        resnet_time_scale_shift="scale_shift" if residual.scale_shift else "default",
-        num_class_embeds=class_embeds,
-        dropout=residual.dropout.p,
-    )
-
-
-class _WeightMap:
-    """diffusers' state dict renamed (and reshaped) to our UNet's parameter names, block by block."""
-
-    def __init__(self, state: dict[str, torch.Tensor]) -> None:
-        self.state = state
-        self.mapped: dict[str, torch.Tensor] = {}
-        self.used: set[str] = set()
-
-    def take(self, src: str, dst: str, transform: Callable = lambda w: w) -> None:
-        self.mapped[dst] = transform(self.state[src])
-        self.used.add(src)
-
-    def weight_and_bias(self, src: str, dst: str) -> None:
-        for p in ("weight", "bias"):
-            self.take(f"{src}.{p}", f"{dst}.{p}")
-
-    def resnet(self, src: str, dst: str) -> None:
-        pairs = [("norm1", "norm_1"), ("conv1", "conv_1"), ("time_emb_proj", "emb_projection")]
-        pairs += [("norm2", "norm_2"), ("conv2", "conv_2"), ("conv_shortcut", "skip")]
-        for a, b in pairs:
-            if f"{src}.{a}.weight" in self.state:
-                self.weight_and_bias(f"{src}.{a}", f"{dst}.{b}")
-
-    def attention(self, src: str, dst: str) -> None:
-        if f"{src}.group_norm.weight" in self.state:
-            self.weight_and_bias(f"{src}.group_norm", f"{dst}.norm")
-        names = [f"{src}.to_{x}" for x in "qkv"]
-        self.used.update(f"{n}.{p}" for n in names for p in ("weight", "bias"))
-        # our 1x1 qkv conv: output channels [q (all heads), k, v], each head-major like to_q/to_k/to_v
-        qkv = torch.cat([self.state[f"{n}.weight"] for n in names])
-        self.mapped[f"{dst}.qkv.weight"] = qkv[:, :, None, None]
-        self.mapped[f"{dst}.qkv.bias"] = torch.cat([self.state[f"{n}.bias"] for n in names])
-        self.take(f"{src}.to_out.0.weight", f"{dst}.projection.weight", lambda w: w[:, :, None, None])
-        self.take(f"{src}.to_out.0.bias", f"{dst}.projection.bias")
-
-    def level(self, src: str, dst: str, level: nn.Module, resampler: str) -> None:
-        for j, stage in enumerate(level.stages):
-            self.resnet(f"{src}.resnets.{j}", f"{dst}.stages.{j}.residual")
-            if stage.attention is not None:
-                self.attention(f"{src}.attentions.{j}", f"{dst}.stages.{j}.attention")
-        if level.resample is not None:
-            self.weight_and_bias(f"{src}.{resampler}.0.conv", f"{dst}.resample.conv")
-
-
-def diffusers_weights_for_ours(state: dict[str, torch.Tensor], ours: nn.Module) -> dict[str, torch.Tensor]:
-    """diffusers' state dict ``state`` renamed (and reshaped) to our UNet's parameter names."""
-    m = _WeightMap(state)
-    half = ours.time_embedding.dim // 2
-    m.weight_and_bias("conv_in", "input_conv")
-    # diffusers' sinusoidal features are [cos, sin] (flip_sin_to_cos), ours [sin, cos]
-    m.take("time_embedding.linear_1.weight", "time_embedding.linear_1.weight", lambda w: w.roll(half, 1))
-    m.take("time_embedding.linear_1.bias", "time_embedding.linear_1.bias")
-    m.weight_and_bias("time_embedding.linear_2", "time_embedding.linear_2")
-    if "class_embedding.weight" in state:  # an unconditional UNet has none
-        m.take("class_embedding.weight", "condition_encoder.embedding.weight")
-    for direction, levels in (("down", ours.down_levels), ("up", ours.up_levels)):
-        for i, level in enumerate(levels):
-            m.level(f"{direction}_blocks.{i}", f"{direction}_levels.{i}", level, f"{direction}samplers")
-    m.resnet("mid_block.resnets.0", "middle.0.residual")
-    m.attention("mid_block.attentions.0", "middle.0.attention")
-    m.resnet("mid_block.resnets.1", "middle.1.residual")
-    m.weight_and_bias("conv_norm_out", "output_norm")
-    m.weight_and_bias("conv_out", "output_conv")
-    unused = sorted(set(state) - m.used)
-    if unused:
-        raise DifferentWork(f"diffusers parameters without a counterpart in our UNet: {unused}")
-    return m.mapped
+    config = {key: value for key, value in unet2d_config(ours, size).items() if not key.startswith("_")}
+    config["attn_norm_num_groups"] = None
+    if class_embeds is not None:
+        config["num_class_embeds"] = class_embeds
+    return UNet2DModel(**config)
 
 
 MIDDLE_NORM = ("middle.0.attention.norm.weight", "middle.0.attention.norm.bias")
 
 
 def load_diffusers_weights(theirs: nn.Module, ours: nn.Module) -> list[str]:
-    """Load diffusers' weights into our UNet; returns our parameters diffusers has no copy of (with
-    scale_shift, the middle attention's GroupNorm, which keeps its identity weights)."""
-    mapped = diffusers_weights_for_ours(theirs.state_dict(), ours)
+    """Load diffusers' weights into our UNet (the library's mapping,
+    :func:`ddpmlab.models.diffusers_format.state_dict_from_diffusers`); returns our parameters
+    diffusers has no copy of (with scale_shift, the middle attention's GroupNorm, which keeps its
+    identity weights)."""
+    try:
+        flip = theirs.config.flip_sin_to_cos
+        mapped = state_dict_from_diffusers(theirs.state_dict(), ours, flip, strict=False)
+    except ValueError as error:
+        raise DifferentWork(f"weight transfer failed: {error}") from None
     missing, unexpected = ours.load_state_dict(mapped, strict=False)
     if unexpected or not set(missing) <= set(MIDDLE_NORM):
         raise DifferentWork(f"weight transfer failed: missing {missing}, unexpected {unexpected}")

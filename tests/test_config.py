@@ -131,7 +131,7 @@ def test_unreadable_config_files_are_one_line(tmp_path):
         load_config(deep)
 
 
-def test_recorded_betas_round_trip_exactly_and_must_fit(tmp_path):
+def test_a_module_schedule_is_recorded_as_betas_that_round_trip_exactly(tmp_path):
     (tmp_path / "sched.py").write_text("def alpha_bar(tau):\n    return 1.0001 - tau\n")
     import sys
 
@@ -141,9 +141,10 @@ def test_recorded_betas_round_trip_exactly_and_must_fit(tmp_path):
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("sched", None)
-    assert len(config.diffusion.betas) == 20
+    assert len(config.diffusion.schedule) == 20
+    assert config.to_yaml().count("\n") == Config().to_yaml().count("\n")  # the betas on one line
     again = Config.from_dict(yaml.safe_load(config.to_yaml()))
-    assert again.diffusion.betas == config.diffusion.betas  # floats survive YAML exactly
-    with pytest.raises(ConfigError, match="diffusion.betas must be numbers in \\(0, 1\\); got 1.5"):
-        Config.from_dict({"diffusion": {"timesteps": 2, "betas": [0.1, 1.5]}})
-    assert "betas" not in Config().to_yaml()  # named schedules stay names
+    assert again.diffusion.schedule == config.diffusion.schedule  # floats survive YAML exactly
+    with pytest.raises(ConfigError, match="diffusion.schedule's betas must lie in \\(0, 1\\); got 1.5"):
+        Config.from_dict({"diffusion": {"timesteps": 2, "schedule": [0.1, 1.5]}})
+    assert load_config(None, ["diffusion.schedule=cosine"]).diffusion.schedule == "cosine"  # names stay

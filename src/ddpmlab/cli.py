@@ -11,6 +11,9 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from pickle import UnpicklingError
+
+from ddpmlab.cli_checks import UsageError, check_device, check_figure, check_numbers, parse_args
 
 __all__ = ["main"]
 
@@ -19,11 +22,6 @@ DISTRIBUTED_COMMANDS = ("train", "sample", "export")  # what torchrun may launch
 MAX_ANIMATED = 256  # samples in a .gif: drawn in one batch, and more would not be seen anyway
 DEFAULT_FRAMES, DEFAULT_FPS = 40, 10  # of a .gif animation
 MAX_FPS = 50  # a GIF frame lasts whole 1/100 s; browsers show frames shorter than 2/100 s for 1/10 s
-FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
-
-
-class UsageError(Exception):
-    """An error caused by the user's input: printed on one line, exit status 2."""
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -32,7 +30,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from ddpmlab.schedules import ScheduleError
     from ddpmlab.training.checkpoint import CheckpointError
 
-    return (UsageError, ConfigError, RunError, ScheduleError, CheckpointError, ValueError, OSError)
+    # UnpicklingError: torch.load(weights_only=True) refused a file holding pickled code
+    return (UsageError, ConfigError, RunError, ScheduleError, CheckpointError, ValueError, OSError,
+            UnpicklingError)
 
 
 def _names(text: str, option: str) -> list[str]:
@@ -40,14 +40,6 @@ def _names(text: str, option: str) -> list[str]:
     if not names:
         raise UsageError(f"{option} is empty")
     return names
-
-
-def _check_figure(out: str) -> None:
-    from ddpmlab.export import check_destination
-
-    if Path(out).suffix.lower() not in FIGURE_SUFFIXES:
-        raise UsageError(f"--out must end in one of {', '.join(FIGURE_SUFFIXES)}, got {out}")
-    check_destination(out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -59,7 +51,7 @@ def _cmd_schedules(args) -> int:
     from ddpmlab.plots import plot_schedules
     from ddpmlab.schedules import make_schedule, structure_timesteps
 
-    _check_figure(args.out)
+    check_figure(args.out)
     if args.timesteps <= 0:
         raise UsageError(f"--timesteps must be positive, got {args.timesteps}")
     schedules = [make_schedule(name, args.timesteps) for name in _names(args.schedules, "--schedules")]
@@ -84,7 +76,7 @@ def _cmd_forward(args) -> int:
     from ddpmlab.schedules import make_schedule
 
     names = _names(args.schedules, "--schedules")
-    _check_figure(args.out)
+    check_figure(args.out)
     if args.num <= 0 or args.timesteps <= 0:
         raise UsageError(f"--num and --timesteps must be positive, got {args.num} and {args.timesteps}")
     if not 1 <= args.steps <= args.timesteps:
@@ -149,6 +141,29 @@ def _cmd_train(args, classifier: bool = False) -> int:
     return 0
 
 
+def _cmd_train_judge(args) -> int:
+    from ddpmlab.config import load_config
+    from ddpmlab.data import build_data, describe_data
+    from ddpmlab.runs.judge import build_judge_for, train_judge_run
+
+    config = load_config(args.config, args.overrides)
+    run_dir = Path(args.run) if args.run else Path("runs") / config.name
+    if args.dry_run:
+        info = describe_data(config.data) or build_data(config.data, 1, config.train.seed)[1]
+        model = build_judge_for(config, info)
+        count = sum(p.numel() for p in model.parameters())
+        print(config.to_yaml().rstrip())
+        print(f"# run directory: {run_dir}")
+        print(f"# model: JudgeCNN with {count:,} parameters")
+        return 0
+    trainer = train_judge_run(config, run_dir, resume=args.resume)
+    accuracy = trainer.state.last_metrics.get("accuracy")
+    augmented = f", accuracy on augmented batches {accuracy:.3f}" if accuracy is not None else ""
+    seconds = trainer.state.elapsed_seconds
+    print(f"trained {trainer.state.step} steps in {seconds:.1f} s{augmented}; run directory: {run_dir}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from ddpmlab.runs.demo import run_demo
 
@@ -194,53 +209,17 @@ def _request(args, default_num: int | None = None, animation: bool = False):
     from ddpmlab.runs import make_run_sampler, open_run, plan_conditions
 
     check_device(args.device)
-    _check_numbers(args)
+    check_numbers(args)
     distributed.init(args.device)  # under torchrun each process draws its share of the seed blocks
     run = open_run(args.run, args.device)
+    sampler_name = args.sampler or run.config.sample.sampler
+    if args.eta is not None and sampler_name != "ddim":
+        raise UsageError(f"--eta applies to the ddim sampler; this request uses {sampler_name}")
     classifier = _open_classifier(args, run)
     plan = plan_conditions(run, args.num or default_num, args.labels, args.text, classifier, animation)
     sampler = make_run_sampler(run, args.sampler, args.steps, args.eta)
     scale = 1.0 if args.classifier_scale is None else args.classifier_scale
     return run, plan, sampler, classifier, scale
-
-
-def check_device(name: str) -> None:
-    """Refuse a device this machine does not have (``--device cuda`` without a GPU), before anything
-    is loaded onto it."""
-    import torch
-
-    from ddpmlab.distributed import resolve_device
-
-    device = resolve_device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: no CUDA GPU is available here; use --device cpu (or auto)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    elif device.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise UsageError(f"--device {name}: no Apple GPU (MPS) is available here; use --device cpu")
-    elif device.type != "cpu":
-        raise UsageError(f"--device {name}: ddpmlab runs on cpu, cuda or mps")
-
-
-def _check_numbers(args) -> None:
-    """Counts and scales of a sampling request: counts positive, scales finite, seeds in range."""
-    import math
-
-    for option, value in (("--num", args.num), ("--batch-size", args.batch_size), ("--steps", args.steps)):
-        if value is not None and value <= 0:
-            raise UsageError(f"{option} must be positive, got {value}")
-    for option, value in (
-        ("--guidance", args.guidance), ("--eta", args.eta), ("--classifier-scale", args.classifier_scale)
-    ):
-        if value is not None and not math.isfinite(value):
-            raise UsageError(f"{option} must be a finite number, got {value}")
-    from ddpmlab.config import MAX_SEED
-
-    if not 0 <= args.seed <= MAX_SEED:
-        raise UsageError(f"--seed must be from 0 to {MAX_SEED}, got {args.seed}")
 
 
 def _draw(args, run, plan, sampler, classifier, scale):
@@ -316,10 +295,94 @@ def _write_animation(args, run, plan, sampler, classifier, scale) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    """``ddpmlab evaluate``: sample (or read samples), measure them against the run's real data."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from ddpmlab.data.base import to_uint8
+    from ddpmlab.export import check_destination
+    from ddpmlab.runs import open_run
+    from ddpmlab.runs.evaluate import evaluate_images, format_evaluation, load_feature_network, real_data
+
+    for option, path in (("--out", args.out), ("--pairs", args.pairs)):
+        if path:
+            check_destination(path, option)
+    network = load_feature_network(args.features, args.device)  # fails early, before any sampling
+    if args.samples:
+        run, what = open_run(args.run, args.device), f"samples from {args.samples}"
+        with np.load(args.samples) as stored:
+            if "images" not in stored.files:
+                raise UsageError(f"{args.samples} holds no 'images' array (write it with sample --out x.npz)")
+            images = torch.from_numpy(stored["images"])
+            labels = torch.from_numpy(stored["labels"]) if "labels" in stored.files else None
+        labels = labels if labels is not None and labels.dtype != torch.bool and labels.ndim == 1 else None
+    else:
+        run, plan, sampler, classifier, scale = _request(args, default_num=1000)
+        samples, labels = _draw(args, run, plan, sampler, classifier, scale)
+        images, what = to_uint8(samples), repr(sampler)
+    result = evaluate_images(
+        images, labels, real_data(run, args.real_num, args.seed), network, args.seed, args.pairs
+    )
+    result.update(run=str(run.run_dir), step=run.step, samples=what)
+    print(format_evaluation(result))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _numbers(text: str, kind, option: str) -> list:
+    try:
+        return [None if part.strip() in ("", "default") else kind(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{option} must be comma-separated numbers, got {text!r}") from None
+
+
+def _cmd_sweep(args) -> int:
+    """``ddpmlab sweep``: samplers x steps x guidance scales, each timed and measured."""
+    from ddpmlab.runs import open_run, plan_conditions
+    from ddpmlab.runs.evaluate import load_feature_network, real_data
+    from ddpmlab.runs.sweep import sweep_run, write_sweep
+    from ddpmlab.sampling import SAMPLERS
+
+    samplers = _names(args.sampler, "--sampler")
+    unknown = [name for name in samplers if name not in SAMPLERS]
+    if unknown:
+        raise UsageError(f"--sampler: unknown {', '.join(unknown)}; choose from {', '.join(SAMPLERS)}")
+    steps, guidances = _numbers(args.steps, int, "--steps"), _numbers(args.guidance, float, "--guidance")
+    from ddpmlab.export import check_destination
+
+    check_destination(args.out, folder=True)
+    network = load_feature_network(args.features, args.device)
+    run = open_run(args.run, args.device)
+    plan = plan_conditions(run, args.num, args.labels, None)
+    real = real_data(run, args.real_num, args.seed)
+    rows = sweep_run(
+        run, network, real, samplers, steps, guidances, plan.num, plan.labels, args.seed, progress=True
+    )
+    context = {
+        "run": str(run.run_dir),
+        "step": run.step,
+        "N": plan.num,
+        "features": args.features,
+        "seed": args.seed,
+    }
+    paths = write_sweep(rows, args.out, context)
+    print((Path(args.out) / "sweep.md").read_text())
+    print("wrote " + ", ".join(str(path) for path in paths.values()))
+    return 0
+
+
 def _cmd_export(args) -> int:
     from ddpmlab.data.base import to_uint8
     from ddpmlab.export import check_destination, save_zip
 
+    if args.diffusers:
+        return _cmd_export_diffusers(args)
     if not args.zip.lower().endswith(".zip"):
         raise UsageError(f"--zip must name a .zip file, got {args.zip}")
     check_destination(args.zip, option="--zip")
@@ -334,32 +397,49 @@ def _cmd_export(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------------
+# ddpmlab export --diffusers | import-diffusers
+# --------------------------------------------------------------------------------------------------
+
+
+def _cmd_export_diffusers(args) -> int:
+    from ddpmlab import distributed
+    from ddpmlab.runs.diffusers import export_diffusers
+
+    if distributed.is_main():  # one folder, written once (under torchrun the other ranks have nothing to do)
+        path = export_diffusers(args.run, args.diffusers)
+        print(f"wrote {args.run} as a diffusers pipeline to {path} (DDPMPipeline.from_pretrained loads it)")
+    return 0
+
+
+def _cmd_import_diffusers(args) -> int:
+    from ddpmlab.runs.diffusers import import_diffusers
+
+    run, *overrides = args.run
+    config = import_diffusers(args.folder, run, args.overrides + overrides)
+    model, data = config.model.options, config.data
+    fine_tuning = f"{data.name} {data.root or ''}".strip() if data.root or data.name != "folder" else "none"
+    print(
+        f"imported {args.folder} as the run {run}: UNet of {model['base_channels']} x "
+        f"{model['channel_mults']} channels, {config.diffusion.timesteps} steps, prediction "
+        f"{config.diffusion.prediction}; data for fine-tuning: {fine_tuning}"
+    )
+    return 0
+
+
 COMMANDS = {
     "schedules": _cmd_schedules,
     "forward": _cmd_forward,
     "train": _cmd_train,
     "train-classifier": lambda args: _cmd_train(args, classifier=True),
+    "train-judge": _cmd_train_judge,
     "demo": _cmd_demo,
     "sample": _cmd_sample,
     "export": _cmd_export,
+    "evaluate": _cmd_evaluate,
+    "sweep": _cmd_sweep,
+    "import-diffusers": _cmd_import_diffusers,
 }
-
-
-def _parse(parser, argv: list[str] | None):
-    """The parsed arguments; arguments left over are refused in one line, with a hint when they are
-    dotted overrides placed before a later option (argparse takes overrides in one run only)."""
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        command = getattr(args, "command", None) or ""
-        subparser = parser.commands.get(command, parser)
-        overrides = [token for token in extra if "=" in token and not token.startswith("-")]
-        hint = ""
-        if overrides and hasattr(args, "overrides"):
-            hint = f" (put dotted overrides such as {overrides[0]} after all the options)"
-        elif overrides:
-            hint = f" ({command} takes no key=value overrides)"
-        subparser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
-    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -368,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     try:
-        args = _parse(parser, argv)
+        args = parse_args(parser, argv)
     except ParserExit as done:  # --help (0), or arguments refused in one line (2)
         return done.status
     handler = COMMANDS.get(getattr(args, "command", None))
@@ -397,7 +477,10 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as error:
         from ddpmlab.plain import one_line
 
-        print(f"ddpmlab: error: {one_line(error)}", file=sys.stderr)
+        message = one_line(error)
+        if isinstance(error, UnpicklingError):  # torch's own text would suggest loading it anyway
+            message = "refused a file that holds pickled code (read with torch.load(weights_only=True))"
+        print(f"ddpmlab: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         distributed.destroy()

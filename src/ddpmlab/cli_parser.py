@@ -79,6 +79,13 @@ def _add_training_parsers(sub) -> None:
             "config's diffusion timesteps) for `ddpmlab sample --classifier`; its diffusion section must "
             "match the runs it will guide.",
         ),
+        (
+            "train-judge",
+            "train a judge: a classifier of clean real images that evaluates samples",
+            "Train a judge (model.type judge): a CNN classifier of clean real images whose predictions "
+            "give the class accuracy of samples and whose features give FD_judge, KID_judge, precision "
+            "and recall.",
+        ),
     ):
         p = sub.add_parser(
             name,
@@ -175,14 +182,81 @@ def _add_sampling_parsers(sub) -> None:
     p.set_defaults(command="sample")
     p = sub.add_parser(
         "export",
-        help="write N generated images as separate files in a zip (course submissions)",
+        help="write N generated images as separate files in a zip (course submissions), or the run as a "
+        "diffusers pipeline",
         description="Sample N images from a run and write them as separate "
-        "PNG/JPG files inside a zip archive named as you ask, e.g. --zip HW2_123456789.zip.",
+        "PNG/JPG files inside a zip archive named as you ask, e.g. --zip HW2_123456789.zip; or, with "
+        "--diffusers DIR, write the run (EMA weights) as a folder that diffusers' "
+        "DDPMPipeline.from_pretrained(DIR) loads.",
     )
     _add_sampling_options(p, "default 64")
     p.add_argument("--format", default="png", choices=["png", "jpg"], help="image file format (default png)")
-    p.add_argument("--zip", required=True, help="the archive to write, e.g. HW2_123456789.zip")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--zip", help="the archive to write, e.g. HW2_123456789.zip")
+    target.add_argument(
+        "--diffusers", metavar="DIR", help="write a diffusers pipeline folder (UNet2DModel + DDPMScheduler)"
+    )
     p.set_defaults(command="export")
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a run's samples against its real data (FD, KID, precision/recall, memorisation)",
+        description="Sample from a run (or read --samples x.npz) and measure the samples against the "
+        "run's training data in the features of a judge (--features judge:RUN, a run of `ddpmlab "
+        "train-judge`) or of the FID Inception network (--features inception[:WEIGHTS], needs pip "
+        "install 'ddpmlab[metrics]'): FD, KID, precision and recall, class accuracy (with a judge), and "
+        "memorisation, each beside what real images score at the same N.",
+    )
+    _add_sampling_options(p, "default 1000")
+    p.add_argument("--features", required=True, help="judge:RUN or inception[:WEIGHTS]")
+    p.add_argument("--samples", help="an .npz of `ddpmlab sample` to measure instead of sampling")
+    p.add_argument("--real-num", type=int, default=10_000, help="real images to read at most (default 10000)")
+    p.add_argument("--out", help="write the numbers to this JSON file")
+    p.add_argument(
+        "--pairs", help="draw the samples closest to the real data beside their nearest real image"
+    )
+    p.set_defaults(command="evaluate")
+    p = sub.add_parser(
+        "sweep",
+        help="sample a run with several samplers, step counts and guidance scales; time and measure each",
+        description="For every combination of --sampler, --steps and --guidance: draw --num samples with the "
+        "same seed, time them, and measure them against the run's real data (as `ddpmlab evaluate`). Writes "
+        "sweep.csv, sweep.md, sweep.json and sweep.png (quality against seconds per image; FD, precision, "
+        "recall and class accuracy against the guidance scale) into --out.",
+    )
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--features", required=True, help="judge:RUN or inception[:WEIGHTS]")
+    p.add_argument("--sampler", default="ddim", help="comma-separated samplers (default ddim)")
+    p.add_argument("--steps", default="20,50", help="comma-separated step counts (default 20,50)")
+    p.add_argument("--guidance", default="default", help="comma-separated guidance scales (conditional runs)")
+    p.add_argument("--labels", help="'all' (classes in turn) or class indices, e.g. 0,3,7")
+    p.add_argument("--num", type=int, default=500, help="samples per setting (default 500)")
+    p.add_argument("--real-num", type=int, default=10_000, help="real images to read at most (default 10000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="the folder to write the table and figure into")
+    p.set_defaults(command="sweep")
+
+
+def _add_interop_parsers(sub) -> None:
+    p = sub.add_parser(
+        "import-diffusers",
+        help="make a diffusers UNet2DModel + DDPMScheduler folder a ddpmlab run",
+        description="Read a diffusers pipeline folder (model_index.json, unet/, scheduler/; e.g. the "
+        "published DDPM CIFAR-10 model) and write a run directory that sample, export and train "
+        "--resume (fine-tuning) accept. The run's data is fixed here, like every key of a run: give it "
+        "to fine-tune later, e.g. data.name=cifar10, or data.name=folder data.root=DIR.",
+    )
+    p.add_argument("folder", help="the diffusers folder")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    # nargs="+": the overrides may also follow --run (argparse takes positionals before it only)
+    p.add_argument(
+        "--run",
+        required=True,
+        nargs="+",
+        metavar=("RUN", "key=value"),
+        help="the run directory to write (then, optionally, dotted config overrides)",
+    )
+    p.set_defaults(command="import-diffusers")
 
 
 def build_parser() -> OneLineParser:
@@ -192,5 +266,6 @@ def build_parser() -> OneLineParser:
     _add_schedule_parsers(subparsers)
     _add_training_parsers(subparsers)
     _add_sampling_parsers(subparsers)
+    _add_interop_parsers(subparsers)
     parser.commands = subparsers.choices  # name -> sub-parser (errors about a command name it)
     return parser

@@ -121,38 +121,37 @@ class ModelConfig:
 
 @dataclass
 class DiffusionConfig:
-    """The forward process: schedule (a name or 'module:function'), T and the prediction target.
+    """The forward process: schedule, T and the prediction target.
 
-    ``betas`` is the schedule as numbers. :func:`load_config` records them for a ``module:function``
-    schedule (the one time that code is imported), so a run stores its schedule as numbers and
-    opening it never imports code. When set, they are the schedule (``schedule`` is then its name);
-    there must be ``timesteps`` of them, each in (0, 1).
+    ``schedule`` is a name or 'module:function' (see :func:`ddpmlab.schedules.make_schedule`), or the
+    list of the T betas themselves (what ``ddpmlab import-diffusers`` writes for a scheduler that no
+    named schedule reproduces); ``timesteps`` must then be the list's length. A 'module:function'
+    schedule is turned into that list when your config is read (:func:`resolve_schedule`, the one
+    time ddpmlab imports schedule code), so a run stores its schedule as numbers and opening it never
+    imports anything.
     """
 
-    schedule: str = "linear"
+    schedule: str | list[float] = "linear"
     timesteps: int = 1000
     prediction: str = "eps"
     min_snr_gamma: float | None = None
     schedule_options: dict[str, Any] = field(default_factory=dict)
-    betas: list[float] | None = None
 
     def validate(self) -> None:
         _check_positive("diffusion", "timesteps", self.timesteps, integer=True)
         if self.timesteps > MAX_TIMESTEPS:
             raise ConfigError(f"diffusion.timesteps must be at most {MAX_TIMESTEPS:,}; got {self.timesteps}")
+        if not self.schedule:
+            raise ConfigError("diffusion.schedule must be a schedule name or a list of betas")
+        if isinstance(self.schedule, list):
+            count, steps = len(self.schedule), self.timesteps
+            if count != steps:
+                raise ConfigError(f"diffusion.schedule has {count} betas; diffusion.timesteps is {steps}")
+            bad = next((b for b in self.schedule if not 0.0 < b < 1.0), None)
+            if bad is not None:
+                raise ConfigError(f"diffusion.schedule's betas must lie in (0, 1); got {bad!r}")
         _check_choice("diffusion", "prediction", self.prediction, PREDICTION_TYPES)
         _check_positive("diffusion", "min_snr_gamma", self.min_snr_gamma, allow_none=True)
-        if not self.schedule:
-            raise ConfigError("diffusion.schedule must be a schedule name")
-        if self.betas is not None:
-            if len(self.betas) != self.timesteps:
-                raise ConfigError(
-                    f"diffusion.betas holds {len(self.betas)} numbers but diffusion.timesteps is "
-                    f"{self.timesteps}"
-                )
-            bad = next((b for b in self.betas if not isinstance(b, float) or not 0.0 < b < 1.0), None)
-            if bad is not None:
-                raise ConfigError(f"diffusion.betas must be numbers in (0, 1); got {bad!r}")
 
 
 @dataclass
@@ -294,8 +293,7 @@ class Config:
         return cls(name=name, **sections)
 
     def to_dict(self) -> dict[str, Any]:
-        """Nested plain data, with each open section's options flattened back into the section (and
-        ``diffusion.betas`` left out when there are none)."""
+        """Nested plain data, with each open section's options flattened back into the section."""
         result: dict[str, Any] = {"name": self.name}
         for key in SECTIONS:
             section = dataclasses.asdict(getattr(self, key))
@@ -303,15 +301,13 @@ class Config:
             if extra_key:
                 section.update(section.pop(extra_key))
             result[key] = section
-        if result["diffusion"]["betas"] is None:
-            del result["diffusion"]["betas"]
         return result
 
     def to_yaml(self) -> str:
-        """The config as YAML (recorded betas on one line)."""
+        """The config as YAML (a schedule given as betas on one line)."""
         raw = self.to_dict()
-        if "betas" in raw["diffusion"]:
-            raw["diffusion"]["betas"] = FlowList(raw["diffusion"]["betas"])
+        if isinstance(raw["diffusion"]["schedule"], list):
+            raw["diffusion"]["schedule"] = FlowList(raw["diffusion"]["schedule"])
         return write_plain_yaml(raw)
 
     def with_overrides(self, overrides: list[str]) -> Config:
@@ -400,16 +396,17 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
 
 def resolve_schedule(config: Config) -> Config:
-    """Record a ``module:function`` schedule as numbers (``diffusion.betas``): reading a user's config
-    is the one time ddpmlab imports schedule code, so that a run stores its schedule as numbers and
-    opening it never imports anything. Named schedules stay names (checked here, built later).
+    """Record a ``module:function`` schedule as numbers (its betas become ``diffusion.schedule``):
+    reading a user's config is the one time ddpmlab imports schedule code, so that a run stores its
+    schedule as numbers and opening it never imports anything. Named schedules stay names (checked
+    here, built later).
 
     Raises:
         ConfigError: an unknown schedule name (with the closest one), a module that cannot be
             imported, bad schedule options or betas.
     """
     d = config.diffusion
-    if d.betas is not None or d.schedule in schedule_names():
+    if isinstance(d.schedule, list) or d.schedule in schedule_names():
         return config
     if ":" not in d.schedule:
         raise ConfigError(
@@ -422,7 +419,7 @@ def resolve_schedule(config: Config) -> Config:
     except (ScheduleError, TypeError) as error:
         raise ConfigError(f"diffusion.schedule {d.schedule!r}: {str(error).splitlines()[0]}") from None
     raw = config.to_dict()
-    raw["diffusion"]["betas"] = schedule.betas.tolist()
+    raw["diffusion"]["schedule"] = schedule.betas.tolist()
     return Config.from_dict(raw)
 
 

@@ -326,3 +326,52 @@ def plot_forward_images(
     fig.suptitle(title or f"forward process q(x_t | x_0), T = {schedules[0].num_timesteps}", y=1.0)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_sweep(rows: Sequence[dict], path: str | Path) -> Path:
+    """A sampler sweep (rows of :func:`ddpmlab.runs.sweep.sweep_run`): left, FD against seconds per image,
+    one line per (sampler, guidance) through its step counts; right (when several guidance scales were
+    measured), FD, precision, recall and class accuracy against the guidance scale at the most steps."""
+    guided = sorted({row["guidance"] for row in rows if row["guidance"] is not None})
+    fig, axes = plt.subplots(
+        1, 2 if len(guided) > 1 else 1, figsize=(11 if len(guided) > 1 else 6, 4), squeeze=False
+    )
+    left = axes[0, 0]
+    for key in sorted({(row["sampler"], row["guidance"]) for row in rows}, key=str):
+        line = sorted((r for r in rows if (r["sampler"], r["guidance"]) == key), key=lambda r: r["steps"])
+        label = key[0] if key[1] is None else f"{key[0]}, w = {key[1]:g}"
+        left.plot([r["seconds_per_image"] for r in line], [r["fd"] for r in line], "o-", label=label)
+        for r in line:
+            left.annotate(
+                str(r["nfe"]),
+                (r["seconds_per_image"], r["fd"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    left.axhline(rows[0]["fd_floor"], color="grey", linestyle=":", label="real vs real")
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="seconds per image",
+        ylabel=rows[0]["fd_label"],
+        title="quality against time (labels: network evaluations)",
+    )
+    left.legend(fontsize=7)
+    if len(guided) > 1:
+        right = axes[0, 1]
+        most = max(r["steps"] for r in rows)
+        for sampler in sorted({r["sampler"] for r in rows}):
+            line = sorted(
+                (r for r in rows if r["sampler"] == sampler and r["steps"] == most),
+                key=lambda r: r["guidance"],
+            )
+            scales = [r["guidance"] for r in line]
+            right.plot(scales, [r["fd"] for r in line], "o-", label=f"{rows[0]['fd_label']} ({sampler})")
+            for key, style in (("precision", "s--"), ("recall", "^--"), ("class_accuracy", "d:")):
+                if all(r.get(key) is not None for r in line):
+                    right.plot(scales, [r[key] for r in line], style, label=f"{key} ({sampler})")
+        right.set(xlabel="guidance scale w", title=f"classifier-free guidance, {most} steps")
+        right.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

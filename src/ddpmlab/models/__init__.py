@@ -4,6 +4,8 @@
 - :class:`UNet` for images [B, C, H, W] (Ho et al. 2020);
 - :class:`NoisyClassifier`, not a denoiser: ``classifier(x_t, t) -> logits [B, num_classes]``, the
   UNet's encoder half, for classifier guidance (type ``classifier``);
+- :class:`JudgeCNN`, not a denoiser: ``judge(x0) -> logits``, ``judge.features(x0)``, a classifier of clean
+  images that evaluates samples (type ``judge``);
 - condition encoders (:class:`ClassEmbedding`, :class:`TextEmbedding`) exposed as
   ``model.condition_encoder`` (None for unconditional models), with ``null_condition`` and
   ``drop(cond, p, generator)`` for classifier-free guidance;
@@ -27,6 +29,7 @@ from ddpmlab.models.embeddings import (
     build_condition_encoder,
     sinusoidal_embedding,
 )
+from ddpmlab.models.judge import JudgeCNN
 from ddpmlab.models.mlp import MLPDenoiser
 from ddpmlab.models.unet import UNet, count_parameters
 
@@ -36,6 +39,7 @@ __all__ = [
     "MLPDenoiser",
     "UNet",
     "NoisyClassifier",
+    "JudgeCNN",
     "count_parameters",
     "sinusoidal_embedding",
     "TimestepEmbedding",
@@ -45,7 +49,12 @@ __all__ = [
     "build_condition_encoder",
 ]
 
-MODEL_TYPES: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLPDenoiser, "classifier": NoisyClassifier}
+MODEL_TYPES: dict[str, type[nn.Module]] = {
+    "unet": UNet,
+    "mlp": MLPDenoiser,
+    "classifier": NoisyClassifier,
+    "judge": JudgeCNN,
+}
 
 
 def build_model(config: Mapping[str, Any]) -> nn.Module:

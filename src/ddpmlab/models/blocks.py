@@ -34,7 +34,7 @@ class ResidualBlock(nn.Module):
     """Residual block with time-embedding injection (Ho et al. 2020; FiLM variant of Nichol & Dhariwal).
 
     Shapes: x [B, in_channels, H, W], emb [B, emb_dim] (already passed through SiLU)
-    -> [B, out_channels, H, W].
+    -> [B, out_channels, H, W]. ``eps``: both GroupNorms' epsilon.
     """
 
     def __init__(
@@ -45,13 +45,14 @@ class ResidualBlock(nn.Module):
         dropout: float,
         num_groups: int,
         scale_shift: bool,
+        eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.scale_shift = scale_shift
-        self.norm_1 = nn.GroupNorm(num_groups, in_channels)
+        self.norm_1 = nn.GroupNorm(num_groups, in_channels, eps=eps)
         self.conv_1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.emb_projection = nn.Linear(emb_dim, 2 * out_channels if scale_shift else out_channels)
-        self.norm_2 = nn.GroupNorm(num_groups, out_channels)
+        self.norm_2 = nn.GroupNorm(num_groups, out_channels, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.conv_2 = zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
@@ -123,18 +124,26 @@ class AttentionBlock(nn.Module):
     zero-initialised output projection, added. Each pixel chooses which tokens it draws: how a text-
     conditional model learns to put the right character in the right place.
 
-    Shapes: x [B, C, H, W], context [B, L, context_dim] or None -> [B, C, H, W].
+    Shapes: x [B, C, H, W], context [B, L, context_dim] or None -> [B, C, H, W]. ``eps``: the
+    GroupNorms' epsilon.
     """
 
     def __init__(
-        self, channels: int, num_heads: int, num_groups: int, context_dim: int | None = None
+        self,
+        channels: int,
+        num_heads: int,
+        num_groups: int,
+        context_dim: int | None = None,
+        eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.norm = nn.GroupNorm(num_groups, channels)
+        self.norm = nn.GroupNorm(num_groups, channels, eps=eps)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.projection = zero_init(nn.Conv2d(channels, channels, 1))
-        self.cross = CrossAttention(channels, context_dim, num_heads, num_groups) if context_dim else None
+        self.cross = (
+            CrossAttention(channels, context_dim, num_heads, num_groups, eps) if context_dim else None
+        )
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         x = self._self_attention(x)
@@ -190,10 +199,12 @@ class CrossAttention(nn.Module):
     zero, so a new block is the identity until it has learned something.
     """
 
-    def __init__(self, channels: int, context_dim: int, num_heads: int, num_groups: int) -> None:
+    def __init__(
+        self, channels: int, context_dim: int, num_heads: int, num_groups: int, eps: float = 1e-5
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.norm = nn.GroupNorm(num_groups, channels)
+        self.norm = nn.GroupNorm(num_groups, channels, eps=eps)
         self.position = nn.Linear(4 * COORDINATE_FREQUENCIES, channels)
         self.query = nn.Linear(channels, channels)
         self.key_value = nn.Linear(context_dim, 2 * channels)
@@ -220,13 +231,23 @@ def memory_format(x: torch.Tensor) -> torch.memory_format:
 
 
 class Downsample(nn.Module):
-    """Stride-2 3x3 conv: [B, C, H, W] -> [B, C, H/2, W/2]."""
+    """Stride-2 3x3 conv: [B, C, H, W] -> [B, C, H/2, W/2].
 
-    def __init__(self, channels: int) -> None:
+    ``padding`` 1 (the default) pads one pixel on every side; 0 pads one pixel on the right and at the
+    bottom only, as Ho et al.'s own code (and diffusers' ``downsample_padding=0``) does. Other values
+    raise ValueError.
+    """
+
+    def __init__(self, channels: int, padding: int = 1) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        if padding not in (0, 1):
+            raise ValueError(f"downsample padding must be 0 or 1, got {padding!r}")
+        self.padding = padding
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding == 0:
+            x = F.pad(x, (0, 1, 0, 1))
         return self.conv(x)
 
 

@@ -43,17 +43,24 @@ TEXT_POOLINGS = ("flatten", "mean")
 ConditionKind = Literal["class", "text"] | None
 
 
-def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+def sinusoidal_embedding(
+    t: torch.Tensor, dim: int, max_period: float = 10000.0, frequency_shift: float = 0.0
+) -> torch.Tensor:
     """Sinusoidal features of timesteps (Vaswani et al. 2017, sec. 3.5; Ho et al. 2020, appendix B).
 
-    With half = dim // 2 and frequencies f_i = max_period ** (-i / half), i = 0 .. half-1, the embedding
-    of t is [sin(t f_0) .. sin(t f_{half-1}), cos(t f_0) .. cos(t f_{half-1})], plus one zero column when
-    ``dim`` is odd. So t = 0 maps to sin = 0, cos = 1.
+    With half = dim // 2 and frequencies f_i = max_period ** (-i / (half - frequency_shift)),
+    i = 0 .. half-1, the embedding of t is [sin(t f_0) .. sin(t f_{half-1}), cos(t f_0) .. cos(t f_{half-1})],
+    plus one zero column when ``dim`` is odd. So t = 0 maps to sin = 0, cos = 1.
 
     Args:
         t: [B] timesteps (int64 indices or floats).
         dim: number of features, >= 1.
-        max_period: the longest wavelength.
+        max_period: the longest wavelength (with ``frequency_shift`` 0).
+        frequency_shift: 0 (the default) or 1, as in Ho et al.'s own code (diffusers' ``freq_shift``:
+            the published DDPM models use 1, so that the lowest frequency is exactly 1 / max_period).
+
+    Raises:
+        ValueError: ``dim`` < 1, t not [B], or half - frequency_shift <= 0.
 
     Returns:
         float32 tensor [B, dim] on t's device.
@@ -63,7 +70,10 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0)
     if t.ndim != 1:
         raise ValueError(f"timesteps must have shape [B], got {list(t.shape)}")
     half = dim // 2
-    exponents = torch.arange(half, dtype=torch.float32, device=t.device) / max(half, 1)
+    denominator = half - frequency_shift if frequency_shift else max(half, 1)
+    if denominator <= 0:
+        raise ValueError(f"frequency_shift {frequency_shift} leaves no frequencies for dim {dim}")
+    exponents = torch.arange(half, dtype=torch.float32, device=t.device) / denominator
     frequencies = torch.exp(-math.log(max_period) * exponents)
     angles = t.float()[:, None] * frequencies[None, :]
     embedding = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
@@ -78,18 +88,20 @@ class TimestepEmbedding(nn.Module):
     Args:
         dim: number of sinusoidal features.
         hidden: width of both linear layers, and of the output.
+        frequency_shift: see :func:`sinusoidal_embedding` (0 by default).
 
     Shapes: t [B] (int64 timestep indices) -> [B, hidden].
     """
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, frequency_shift: float = 0.0) -> None:
         super().__init__()
         self.dim = dim
+        self.frequency_shift = frequency_shift
         self.linear_1 = nn.Linear(dim, hidden)
         self.linear_2 = nn.Linear(hidden, hidden)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        features = sinusoidal_embedding(t, self.dim)
+        features = sinusoidal_embedding(t, self.dim, frequency_shift=self.frequency_shift)
         return self.linear_2(nn.functional.silu(self.linear_1(features)))
 
 

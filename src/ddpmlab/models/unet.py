@@ -139,6 +139,14 @@ class UNet(nn.Module):
             Hoogeboom et al. 2023. Fewer, wider pixels cost far less on a CPU (the full-resolution
             level of a narrow UNet is mostly memory traffic); ``image_size`` must then be divisible by
             p * 2**(len(channel_mults) - 1), and ``attention_resolutions`` count the reduced pixels.
+        norm_eps: every GroupNorm's epsilon (1e-5; Ho et al.'s published models use 1e-6).
+        time_frequency_shift: 0 or 1, the ``frequency_shift`` of the sinusoidal timestep features
+            (:func:`~ddpmlab.models.embeddings.sinusoidal_embedding`; Ho et al.'s code uses 1).
+        downsample_padding: 1 pads the stride-2 convs on every side; 0 only on the right and at the
+            bottom, as Ho et al.'s code (:class:`~ddpmlab.models.blocks.Downsample`).
+
+    The last three only matter for models imported from other code (``ddpmlab import-diffusers``):
+    their defaults are what ddpmlab has always trained.
 
     Attributes:
         condition_encoder: the :class:`ClassEmbedding` / :class:`TextEmbedding`, or None.
@@ -171,6 +179,9 @@ class UNet(nn.Module):
         num_groups: int = 32,
         gradient_checkpointing: bool = False,
         patch_size: int = 1,
+        norm_eps: float = 1e-5,
+        time_frequency_shift: float = 0.0,
+        downsample_padding: int = 1,
     ) -> None:
         super().__init__()
         channel_mults = tuple(channel_mults)
@@ -196,7 +207,7 @@ class UNet(nn.Module):
         widths = [base_channels * mult for mult in channel_mults]
         emb_dim = 4 * base_channels
 
-        self.time_embedding = TimestepEmbedding(base_channels, emb_dim)
+        self.time_embedding = TimestepEmbedding(base_channels, emb_dim, time_frequency_shift)
         self.condition_encoder = build_condition_encoder(
             condition,
             emb_dim,
@@ -208,24 +219,25 @@ class UNet(nn.Module):
         )
 
         def stage(in_ch: int, out_ch: int, attention: bool) -> UNetStage:
-            residual = ResidualBlock(in_ch, out_ch, emb_dim, dropout, num_groups, scale_shift)
+            residual = ResidualBlock(in_ch, out_ch, emb_dim, dropout, num_groups, scale_shift, norm_eps)
             heads = attention_heads(out_ch, num_heads, head_dim) if attention else 0
-            block = AttentionBlock(out_ch, heads, num_groups, context_dim) if attention else None
+            block = AttentionBlock(out_ch, heads, num_groups, context_dim, norm_eps) if attention else None
             return UNetStage(residual, block)
 
         self.input_conv = nn.Conv2d(in_channels * patch_size**2, base_channels, 3, padding=1)
-        self.down_levels, skip_widths = self._build_down(widths, base_channels, num_res_blocks, levels, stage)
-        self.middle = nn.ModuleList(
-            [stage(widths[-1], widths[-1], True), stage(widths[-1], widths[-1], False)]
+        self.down_levels, skip_widths = self._build_down(
+            widths, base_channels, num_res_blocks, levels, stage, downsample_padding
         )
+        deepest = widths[-1]
+        self.middle = nn.ModuleList([stage(deepest, deepest, True), stage(deepest, deepest, False)])
         self.up_levels = self._build_up(widths, skip_widths, num_res_blocks, levels, stage)
-        self.output_norm = nn.GroupNorm(num_groups, base_channels)
+        self.output_norm = nn.GroupNorm(num_groups, base_channels, eps=norm_eps)
         self.output_conv = zero_init(
             nn.Conv2d(base_channels, self.out_channels * patch_size**2, 3, padding=1)
         )
 
     @staticmethod
-    def _build_down(widths, base_channels, num_res_blocks, attention_levels, stage):
+    def _build_down(widths, base_channels, num_res_blocks, attention_levels, stage, downsample_padding):
         """Down-path levels and the widths of every output saved for the skip connections."""
         levels, skip_widths, width = nn.ModuleList(), [base_channels], base_channels
         for index, level_width in enumerate(widths):
@@ -235,7 +247,7 @@ class UNet(nn.Module):
                 width = level_width
                 skip_widths.append(width)
             last = index == len(widths) - 1
-            levels.append(UNetLevel(stages, None if last else Downsample(width)))
+            levels.append(UNetLevel(stages, None if last else Downsample(width, downsample_padding)))
             if not last:
                 skip_widths.append(width)
         return levels, skip_widths

@@ -10,7 +10,9 @@ A run directory is the unit a user keeps (see :mod:`.rundir`). This package is s
 - :mod:`.guided`: the denoiser a request asks for (classifier-free and/or classifier guidance);
 - :mod:`.sampling`: samplers from a run's config, per-sample seeds, batches over processes, trajectories;
 - :mod:`.grids`: sample grids during training; :mod:`.toy_report`: toy runs against the truth;
-  :mod:`.demo`: ``ddpmlab demo``.
+  :mod:`.demo`: ``ddpmlab demo``;
+- :mod:`.diffusers` (with :mod:`.diffusers_scheduler`): a run as a diffusers pipeline folder and back
+  (``ddpmlab export --diffusers``, ``ddpmlab import-diffusers``).
 
 Everything public is re-exported here: ``from ddpmlab.runs import open_run, sample_run``.
 """
@@ -24,6 +26,7 @@ from ddpmlab.runs.conditions import (
     plan_conditions,
     text_grid_labels,
 )
+from ddpmlab.runs.diffusers import export_diffusers, import_diffusers
 from ddpmlab.runs.guided import check_classifier, classifier_free, guided_denoiser
 from ddpmlab.runs.rundir import (
     CHECKPOINT,
@@ -46,7 +49,13 @@ from ddpmlab.runs.sampling import (
     seed_generators,
     snapshot_steps,
 )
-from ddpmlab.runs.training import dry_run, resolve_batch_size, train_classifier_run, train_run
+from ddpmlab.runs.training import (
+    dry_run,
+    resolve_batch_size,
+    train_classifier_run,
+    train_kind_run,
+    train_run,
+)
 
 __all__ = [
     "CHECKPOINT",
@@ -64,6 +73,7 @@ __all__ = [
     "build_classifier_for",
     "train_run",
     "train_classifier_run",
+    "train_kind_run",
     "resolve_batch_size",
     "dry_run",
     "ConditionPlan",
@@ -82,4 +92,6 @@ __all__ = [
     "Trajectory",
     "snapshot_steps",
     "sample_trajectory",
+    "export_diffusers",
+    "import_diffusers",
 ]

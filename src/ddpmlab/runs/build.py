@@ -14,7 +14,7 @@ import torch
 from ddpmlab.config import Config, ConfigError
 from ddpmlab.data import DataInfo
 from ddpmlab.diffusion import GaussianDiffusion
-from ddpmlab.schedules import NoiseSchedule, make_schedule, schedule_names
+from ddpmlab.schedules import make_schedule, schedule_names
 
 __all__ = [
     "CLASSIFIER_TYPE",
@@ -29,25 +29,22 @@ CLASSIFIER_TYPE = "classifier"
 
 def build_diffusion(config: Config) -> GaussianDiffusion:
     """The :class:`GaussianDiffusion` of the config's ``diffusion`` section, built from numbers only:
-    the recorded ``diffusion.betas`` when there are some, else the named schedule (``linear``, ...).
+    the list of betas when ``diffusion.schedule`` is one, else the named schedule (``linear``, ...).
     It never imports code, so opening a run cannot run any: a ``module:function`` schedule is turned
-    into betas when the user's config is read (:func:`ddpmlab.config.resolve_schedule`).
+    into its betas when the user's config is read (:func:`ddpmlab.config.resolve_schedule`).
 
     Raises:
-        ConfigError: a ``module:function`` schedule without recorded betas (a run trained before runs
-            recorded their schedule as numbers, or a config that was not resolved).
+        ConfigError: a ``module:function`` schedule (a run trained before runs stored their schedule
+            as numbers, or a config that was not resolved).
     """
     d = config.diffusion
-    if d.betas is not None:
-        schedule = NoiseSchedule(torch.tensor(d.betas, dtype=torch.float64), name=d.schedule)
-    elif d.schedule in schedule_names():
-        schedule = make_schedule(d.schedule, d.timesteps, **d.schedule_options)
-    else:
+    if not isinstance(d.schedule, list) and d.schedule not in schedule_names():
         raise ConfigError(
-            f"diffusion.schedule {d.schedule!r} names code and the config holds no betas; ddpmlab imports "
-            "schedule code only when it reads your config (load_config, resolve_schedule), never to open "
-            "a run: retrain a run from before runs stored their schedule as numbers, or add diffusion.betas"
+            f"diffusion.schedule {d.schedule!r} names code; ddpmlab imports schedule code only when it "
+            "reads your config (load_config, resolve_schedule), never to open a run: retrain a run from "
+            "before runs stored their schedule as numbers, or give its betas as diffusion.schedule"
         )
+    schedule = make_schedule(d.schedule, d.timesteps, **d.schedule_options)
     return GaussianDiffusion(schedule, d.prediction, d.min_snr_gamma)
 
 

@@ -46,12 +46,10 @@ def make_run_sampler(
     the predicted x0 to [-1, 1] unless told otherwise (what every image DDPM does).
 
     Raises:
-        RunError: ``eta`` for a sampler other than DDIM, or out of range; ``steps`` <= 0.
+        RunError: ``eta`` out of range (it is used by DDIM only); ``steps`` <= 0 or more than T.
     """
     s = run.config.sample
     name = sampler or s.sampler
-    if eta is not None and name != "ddim":
-        raise RunError(f"--eta applies to the ddim sampler; this request uses {name}")
     if eta is not None and not (math.isfinite(eta) and eta >= 0):
         raise RunError(f"--eta must be a number >= 0, got {eta}")
     if steps is not None and not 0 < steps <= run.diffusion.num_timesteps:

@@ -34,6 +34,7 @@ __all__ = [
     "train_classifier_run",
     "resolve_batch_size",
     "dry_run",
+    "train_kind_run",
 ]
 
 
@@ -79,9 +80,8 @@ def train_run(
     """
     trainer, info = _train(DIFFUSION, config, Path(run_dir), resume, hooks)
     if report and info.kind == "toy" and distributed.rank() == 0:
-        from ddpmlab.runs.toy_report import write_toy_report
-
         from ddpmlab.runs.rundir import open_run
+        from ddpmlab.runs.toy_report import write_toy_report
 
         write_toy_report(open_run(run_dir))
     return trainer
@@ -224,3 +224,9 @@ def dry_run(config: Config, classifier: bool = False) -> tuple[torch.nn.Module, 
         info = build_data(config.data, config.train.batch_size, config.train.seed)[1]
     kind = CLASSIFIER if classifier else DIFFUSION
     return kind.build_model(config, info), info
+
+
+def train_kind_run(kind: RunKind, config: Config, run_dir: str | Path, resume: bool = False) -> Trainer:
+    """Train a run of any :class:`RunKind` in ``run_dir`` (the same path as :func:`train_run`, without
+    sample grids or reports); e.g. a judge (:mod:`ddpmlab.runs.judge`). Returns the finished Trainer."""
+    return _train(kind, config, Path(run_dir), resume, None)[0]

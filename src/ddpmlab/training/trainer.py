@@ -437,6 +437,10 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
+        if "optimizer" not in state:
+            # weights only (a run imported from diffusers): training starts from them at step 0, with a
+            # fresh optimizer, learning-rate schedule, data order and generators
+            return
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if state.get("grad_scaler"):
