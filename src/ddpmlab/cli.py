@@ -109,13 +109,35 @@ def _dry_run(config, run_dir: Path, classifier: bool) -> int:
     return 0
 
 
-def _cmd_train(args, classifier: bool = False) -> int:
-    from ddpmlab import distributed
+def _train_request(args):
+    """(config, run directory) of ``train``. With ``--resume`` the run continues as it was saved: its
+    checkpoint's config plus the command line's overrides, which may only change its stopping rule;
+    a ``--config`` file then only names the run directory (``runs/NAME``) when ``--run`` is not given."""
     from ddpmlab.config import load_config
+    from ddpmlab.runs import resume_config
+
+    if args.resume and args.run:
+        run_dir = Path(args.run)
+    else:
+        config = load_config(args.config, args.overrides)
+        run_dir = Path(args.run) if args.run else Path("runs") / config.name
+    if args.resume:
+        config = resume_config(run_dir, args.overrides)
+    return config, run_dir
+
+
+def _cmd_train(args, classifier: bool = False) -> int:
+    try:
+        return _train(args, classifier)
+    except OSError as error:  # disk full, a folder that cannot be written, ...: one line, exit 2
+        raise UsageError(str(error) or type(error).__name__) from None
+
+
+def _train(args, classifier: bool) -> int:
+    from ddpmlab import distributed
     from ddpmlab.runs import train_classifier_run, train_run
 
-    config = load_config(args.config, args.overrides)
-    run_dir = Path(args.run) if args.run else Path("runs") / config.name
+    config, run_dir = _train_request(args)
     if args.dry_run:
         return _dry_run(config, run_dir, classifier)
     if classifier:

@@ -3,7 +3,7 @@
 A run directory is the unit a user keeps (see :mod:`.rundir`). This package is split by stage:
 
 - :mod:`.rundir`: the run directory: prepare it, resume from it, open a trained run (never touching
-  its data), metrics I/O;
+  its data), metrics I/O; :mod:`.lock`: one training process per run directory;
 - :mod:`.build`: the diffusion, denoiser and classifier a config describes;
 - :mod:`.training`: ``train_run`` and ``train_classifier_run``, one training path;
 - :mod:`.conditions`: which label or string each sample gets, grid rows, the CLI's label and text specs;
@@ -25,6 +25,7 @@ from ddpmlab.runs.conditions import (
     text_grid_labels,
 )
 from ddpmlab.runs.guided import check_classifier, classifier_free, guided_denoiser
+from ddpmlab.runs.lock import RunLock
 from ddpmlab.runs.rundir import (
     CHECKPOINT,
     CONFIG_FILE,
@@ -35,6 +36,7 @@ from ddpmlab.runs.rundir import (
     open_classifier,
     open_run,
     read_metrics,
+    resume_config,
 )
 from ddpmlab.runs.sampling import (
     Trajectory,
@@ -46,7 +48,13 @@ from ddpmlab.runs.sampling import (
     seed_generators,
     snapshot_steps,
 )
-from ddpmlab.runs.training import dry_run, resolve_batch_size, train_classifier_run, train_run
+from ddpmlab.runs.training import (
+    check_sampling_plan,
+    dry_run,
+    resolve_batch_size,
+    train_classifier_run,
+    train_run,
+)
 
 __all__ = [
     "CHECKPOINT",
@@ -82,4 +90,7 @@ __all__ = [
     "Trajectory",
     "snapshot_steps",
     "sample_trajectory",
+    "resume_config",
+    "RunLock",
+    "check_sampling_plan",
 ]

@@ -53,7 +53,8 @@ def write_training_grid(
         labels = labels.to(trainer.device)
     denoiser = classifier_free(model, config.sample.guidance) if labels is not None else model
     sampler = DDIMSampler(trainer.diffusion, min(steps, trainer.diffusion.num_timesteps), clip_x0=1.0)
-    images = sampler.sample(denoiser, (rows * per_class, *info.shape), labels, generator, device=trainer.device)
+    shape = (rows * per_class, *info.shape)
+    images = sampler.sample(denoiser, shape, labels, generator, device=trainer.device)
     model.train(was_training)
     pixels = to_uint8(images.float().cpu())
     path = save_grid(pixels, run_dir / "samples" / f"step_{trainer.state.step:07d}.png", rows=rows)
