@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +89,14 @@ def _feed(digest: Any, value: Any) -> None:
         digest.update(f"{type(value).__name__}:{value!r};".encode())
 
 
-def _to_cpu(value: Any) -> Any:
+def _map_tensors(value: Any, function: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``value`` with ``function`` applied to every tensor in its dicts, lists and tuples."""
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
+        return function(value)
     if isinstance(value, dict):
-        return {key: _to_cpu(item) for key, item in value.items()}
+        return {key: _map_tensors(item, function) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(item) for item in value)
+        return type(value)(_map_tensors(item, function) for item in value)
     return value
 
 
@@ -125,7 +126,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             checkpoint at ``path``, if any, is untouched.
     """
     path = Path(path)
-    payload = _to_cpu({"format_version": FORMAT_VERSION, "kind": CHECKPOINT_KIND, **state})
+    payload = {"format_version": FORMAT_VERSION, "kind": CHECKPOINT_KIND, **state}
+    payload = _map_tensors(payload, lambda tensor: tensor.detach().cpu())
     payload[DIGEST_KEY] = content_digest(payload)
     temporary = None
     try:
@@ -233,19 +235,10 @@ def load_checkpoint(
     missing = [key for key in required if key not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} is incomplete: it has no {', '.join(missing)} entry")
-    if torch.device(map_location) != torch.device("cpu"):
-        state = _move(state, torch.device(map_location))
+    device = torch.device(map_location)
+    if device != torch.device("cpu"):
+        state = _map_tensors(state, lambda tensor: tensor.to(device))
     return state
-
-
-def _move(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {key: _move(item, device) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_move(item, device) for item in value)
-    return value
 
 
 def peek_checkpoint(path: str | Path) -> dict[str, Any]:
