@@ -44,6 +44,10 @@ BENCHMARKS = {
         "benchmarks.classifier_guidance",
         "judge accuracy of classifier-guided mnist5k samples",
     ),
+    "kill-resume": (
+        "benchmarks.kill_resume",
+        "kill -9 small CPU trainings at random moments, resume each time; bitwise equal to uninterrupted?",
+    ),
     "gpu": (
         "benchmarks.gpu.driver",
         "CIFAR-10 UNet on a GPU: train/sample speed vs diffusers, MFU, memory, loss (--smoke: CPU)",

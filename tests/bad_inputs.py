@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ddpmlab.training.checkpoint import DIGEST_KEY, content_digest
+
 ROOT = Path(__file__).resolve().parent.parent
 TRUST = ROOT / "docs" / "trust.md"
 TABLE_START = "<!-- bad-input table: made by `python tests/bad_inputs.py`; do not edit by hand -->"
@@ -290,7 +292,9 @@ def _edit_checkpoint(source: Path, target: Path, edit) -> None:
     shutil.copytree(source, target)
     path = target / "checkpoints" / "last.pt"
     state = torch.load(path, weights_only=True)
+    state.pop(DIGEST_KEY, None)
     edit(state)
+    state[DIGEST_KEY] = content_digest(state)  # a consistent file: the edit, not damage, is what is tested
     torch.save(state, path)
 
 

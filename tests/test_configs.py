@@ -29,7 +29,7 @@ TINY_MODEL = [
     "data.image_size=16", "data.num_workers=0", "diffusion.timesteps=50",
     "train.steps=2", "train.batch_size=4", "train.grad_accum=1", "train.minutes=null", "train.log_every=1",
     "train.warmup_steps=1", "train.checkpoint_every=2", "train.sample_every=null", "train.progress=false",
-    "train.tensorboard=false",
+    "train.tensorboard=false", "sample.steps=5",  # the run's sampler must fit diffusion.timesteps=50
 ]
 
 

@@ -78,6 +78,8 @@ def audit(event, args):
         args[0]
     ):
         writes.append([event, os.fsdecode(args[0])])
+        if event == "os.rename":  # files written atomically: a temporary file renamed over the target
+            writes.append([event, os.fsdecode(args[1])])
 
 
 sys.addaudithook(audit)

@@ -27,7 +27,7 @@ from ddpmlab.config import ConfigError, load_config
 from ddpmlab.data.base import DataError
 from ddpmlab.data.sources import build_image_dataset
 from ddpmlab.plain import PlainDataError, load_plain_pickle, one_line, read_plain_yaml
-from ddpmlab.training.checkpoint import CheckpointError, load_checkpoint
+from ddpmlab.training.checkpoint import DIGEST_KEY, CheckpointError, content_digest, load_checkpoint
 
 CLASSIFIER = [o for o in UNET if not o.startswith("sample.")]
 
@@ -50,6 +50,13 @@ def here(tmp_path, monkeypatch):
     """Work in an empty folder: a payload that ran would write MARKER here."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def _resave(state: dict, path: Path) -> None:
+    """Write an edited checkpoint state with a matching sha256 (the edit, not damage, is under test)."""
+    state.pop(DIGEST_KEY, None)
+    state[DIGEST_KEY] = content_digest(state)
+    torch.save(state, path)
 
 
 def _copy(trained: Path, name: str, here: Path) -> Path:
@@ -175,7 +182,7 @@ def test_a_run_folder_with_cifar10_payload_files_never_runs_them(command, traine
     path = run / "checkpoints" / "last.pt"
     state = torch.load(path, weights_only=True)
     state["config"]["data"].update(name="cifar10", root=str(run / "data"), info=None)
-    torch.save(state, path)
+    _resave(state, path)
     write_cifar_payload(run / "data")
     out = ["--out", "g.png"] if command == "sample" else ["--zip", "x.zip"]
     _refused([command, "--run", "img", *out], capsys, "it holds a pickled builtins.exec")
@@ -269,7 +276,7 @@ def test_an_old_run_naming_module_code_gets_one_line_and_no_import(trained, here
     path = run / "checkpoints" / "last.pt"
     state = torch.load(path, weights_only=True)
     state["config"]["diffusion"]["schedule"] = "planted:alpha_bar"
-    torch.save(state, path)
+    _resave(state, path)
     (here / "planted.py").write_text(f"open({MARKER!r}, 'w').write('imported')\n" + SCHEDULE)
     monkeypatch.syspath_prepend(str(here))
     _refused(["sample", "--run", "toy", "--out", "s.npz"], capsys, "'planted:alpha_bar' names code")

@@ -253,9 +253,9 @@ def test_loader_batches_shard_across_ranks():
 def test_running_mean_keeps_tensors_on_their_device_until_pop():
     """The Trainer adds the loss and grad norm as device tensors (no host sync per step); the mean is
     read once per logging window."""
-    from ddpmlab.training.trainer import _RunningMean
+    from ddpmlab.training.writers import RunningMean
 
-    mean = _RunningMean()
+    mean = RunningMean()
     mean.add(torch.tensor(1.0, dtype=torch.float32))
     mean.add(torch.tensor(2.0, dtype=torch.bfloat16), count=2)  # e.g. an autocast loss
     mean.add(0.5)

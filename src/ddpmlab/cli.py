@@ -13,7 +13,9 @@ import warnings
 from pathlib import Path
 from pickle import UnpicklingError
 
-from ddpmlab.cli_checks import UsageError, check_device, check_figure, check_numbers, parse_args
+from ddpmlab.cli_checks import UsageError, check_figure, parse_args
+from ddpmlab.cli_measure import evaluate, sweep, train_judge
+from ddpmlab.cli_sampling import draw, names, sampling_request
 
 __all__ = ["main"]
 
@@ -35,13 +37,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             UnpicklingError)
 
 
-def _names(text: str, option: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise UsageError(f"{option} is empty")
-    return names
-
-
 # --------------------------------------------------------------------------------------------------
 # ddpmlab schedules | forward
 # --------------------------------------------------------------------------------------------------
@@ -54,7 +49,7 @@ def _cmd_schedules(args) -> int:
     check_figure(args.out)
     if args.timesteps <= 0:
         raise UsageError(f"--timesteps must be positive, got {args.timesteps}")
-    schedules = [make_schedule(name, args.timesteps) for name in _names(args.schedules, "--schedules")]
+    schedules = [make_schedule(name, args.timesteps) for name in names(args.schedules, "--schedules")]
     thresholds = (0.5, 0.1, 0.01)
     width = max(12, *(len(s.name) for s in schedules))
     header = f"{'schedule':<{width}}  " + "  ".join(f"a_bar<{x:<5}" for x in thresholds) + "  a_bar[T-1]"
@@ -75,13 +70,13 @@ def _cmd_forward(args) -> int:
     from ddpmlab.plots import forward_strips, forward_timesteps, plot_forward_images
     from ddpmlab.schedules import make_schedule
 
-    names = _names(args.schedules, "--schedules")
+    schedule_names = names(args.schedules, "--schedules")
     check_figure(args.out)
     if args.num <= 0 or args.timesteps <= 0:
         raise UsageError(f"--num and --timesteps must be positive, got {args.num} and {args.timesteps}")
     if not 1 <= args.steps <= args.timesteps:
         raise UsageError(f"--steps must be from 1 to --timesteps ({args.timesteps}), got {args.steps}")
-    schedules = [make_schedule(name, args.timesteps) for name in names]
+    schedules = [make_schedule(name, args.timesteps) for name in schedule_names]
     dataset = build_image_dataset(args.data, args.image_size, args.root)
     if args.num > len(dataset):
         raise UsageError(f"--num {args.num} is more than the {len(dataset)} images of {args.data}")
@@ -113,13 +108,35 @@ def _dry_run(config, run_dir: Path, classifier: bool) -> int:
     return 0
 
 
-def _cmd_train(args, classifier: bool = False) -> int:
-    from ddpmlab import distributed
+def _train_request(args):
+    """(config, run directory) of ``train``. With ``--resume`` the run continues as it was saved: its
+    checkpoint's config plus the command line's overrides, which may only change its stopping rule;
+    a ``--config`` file then only names the run directory (``runs/NAME``) when ``--run`` is not given."""
     from ddpmlab.config import load_config
+    from ddpmlab.runs import resume_config
+
+    if args.resume and args.run:
+        run_dir = Path(args.run)
+    else:
+        config = load_config(args.config, args.overrides)
+        run_dir = Path(args.run) if args.run else Path("runs") / config.name
+    if args.resume:
+        config = resume_config(run_dir, args.overrides)
+    return config, run_dir
+
+
+def _cmd_train(args, classifier: bool = False) -> int:
+    try:
+        return _train(args, classifier)
+    except OSError as error:  # disk full, a folder that cannot be written, ...: one line, exit 2
+        raise UsageError(str(error) or type(error).__name__) from None
+
+
+def _train(args, classifier: bool) -> int:
+    from ddpmlab import distributed
     from ddpmlab.runs import train_classifier_run, train_run
 
-    config = load_config(args.config, args.overrides)
-    run_dir = Path(args.run) if args.run else Path("runs") / config.name
+    config, run_dir = _train_request(args)
     if args.dry_run:
         return _dry_run(config, run_dir, classifier)
     if classifier:
@@ -138,29 +155,6 @@ def _cmd_train(args, classifier: bool = False) -> int:
             f"trained {trainer.state.step} steps in {trainer.state.elapsed_seconds:.1f} s "
             f"({distributed.world_size()} process(es)); run directory: {run_dir}"
         )
-    return 0
-
-
-def _cmd_train_judge(args) -> int:
-    from ddpmlab.config import load_config
-    from ddpmlab.data import build_data, describe_data
-    from ddpmlab.runs.judge import build_judge_for, train_judge_run
-
-    config = load_config(args.config, args.overrides)
-    run_dir = Path(args.run) if args.run else Path("runs") / config.name
-    if args.dry_run:
-        info = describe_data(config.data) or build_data(config.data, 1, config.train.seed)[1]
-        model = build_judge_for(config, info)
-        count = sum(p.numel() for p in model.parameters())
-        print(config.to_yaml().rstrip())
-        print(f"# run directory: {run_dir}")
-        print(f"# model: JudgeCNN with {count:,} parameters")
-        return 0
-    trainer = train_judge_run(config, run_dir, resume=args.resume)
-    accuracy = trainer.state.last_metrics.get("accuracy")
-    augmented = f", accuracy on augmented batches {accuracy:.3f}" if accuracy is not None else ""
-    seconds = trainer.state.elapsed_seconds
-    print(f"trained {trainer.state.step} steps in {seconds:.1f} s{augmented}; run directory: {run_dir}")
     return 0
 
 
@@ -187,59 +181,6 @@ def _cmd_demo(args) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _open_classifier(args, run):
-    """The ``--classifier`` run (None without one)."""
-    if args.classifier is None:
-        if args.classifier_scale is not None:
-            raise UsageError("--classifier-scale needs --classifier (a run of `ddpmlab train-classifier`)")
-        return None
-    if not args.labels:
-        raise UsageError("--classifier needs --labels: 'all' (classes in turn) or class indices, e.g. 0,3,7")
-    from ddpmlab.runs import check_classifier, open_classifier
-
-    classifier = open_classifier(args.classifier, run.device)
-    check_classifier(run, classifier)
-    return classifier
-
-
-def _request(args, default_num: int | None = None, animation: bool = False):
-    """Open the run (joining torchrun's process group first) and read the request: (run, plan,
-    sampler, classifier or None, classifier scale)."""
-    from ddpmlab import distributed
-    from ddpmlab.runs import make_run_sampler, open_run, plan_conditions
-
-    check_device(args.device)
-    check_numbers(args)
-    distributed.init(args.device)  # under torchrun each process draws its share of the seed blocks
-    run = open_run(args.run, args.device)
-    sampler_name = args.sampler or run.config.sample.sampler
-    if args.eta is not None and sampler_name != "ddim":
-        raise UsageError(f"--eta applies to the ddim sampler; this request uses {sampler_name}")
-    classifier = _open_classifier(args, run)
-    plan = plan_conditions(run, args.num or default_num, args.labels, args.text, classifier, animation)
-    sampler = make_run_sampler(run, args.sampler, args.steps, args.eta)
-    scale = 1.0 if args.classifier_scale is None else args.classifier_scale
-    return run, plan, sampler, classifier, scale
-
-
-def _draw(args, run, plan, sampler, classifier, scale):
-    from ddpmlab.runs import sample_run
-
-    return sample_run(
-        run,
-        plan.num,
-        sampler,
-        args.guidance,
-        plan.labels,
-        args.seed,
-        args.batch_size,
-        progress=True,
-        distribute=True,
-        classifier=classifier,
-        classifier_scale=scale,
-    )
-
-
 def _cmd_sample(args) -> int:
     from ddpmlab.export import check_destination, check_sample_output, save_samples
 
@@ -247,11 +188,11 @@ def _cmd_sample(args) -> int:
     if not gif and (args.frames is not None or args.fps is not None):
         raise UsageError("--frames and --fps apply to a .gif animation (--out x.gif)")
     check_destination(args.out, folder=Path(args.out).suffix == "")
-    run, plan, sampler, classifier, scale = _request(args, animation=gif)
+    run, plan, sampler, classifier, scale = sampling_request(args, animation=gif)
     check_sample_output(args.out, run.info.kind == "image")
     if gif:
         return _write_animation(args, run, plan, sampler, classifier, scale)
-    samples, labels = _draw(args, run, plan, sampler, classifier, scale)
+    samples, labels = draw(args, run, plan, sampler, classifier, scale)
     if samples is None:  # torchrun: rank 0 writes
         return 0
     save_samples(args.out, samples, labels, run.info.kind == "image", plan.rows)
@@ -295,88 +236,6 @@ def _write_animation(args, run, plan, sampler, classifier, scale) -> int:
     return 0
 
 
-def _cmd_evaluate(args) -> int:
-    """``ddpmlab evaluate``: sample (or read samples), measure them against the run's real data."""
-    import json
-
-    import numpy as np
-    import torch
-
-    from ddpmlab.data.base import to_uint8
-    from ddpmlab.export import check_destination
-    from ddpmlab.runs import open_run
-    from ddpmlab.runs.evaluate import evaluate_images, format_evaluation, load_feature_network, real_data
-
-    for option, path in (("--out", args.out), ("--pairs", args.pairs)):
-        if path:
-            check_destination(path, option)
-    network = load_feature_network(args.features, args.device)  # fails early, before any sampling
-    if args.samples:
-        run, what = open_run(args.run, args.device), f"samples from {args.samples}"
-        with np.load(args.samples) as stored:
-            if "images" not in stored.files:
-                raise UsageError(f"{args.samples} holds no 'images' array (write it with sample --out x.npz)")
-            images = torch.from_numpy(stored["images"])
-            labels = torch.from_numpy(stored["labels"]) if "labels" in stored.files else None
-        labels = labels if labels is not None and labels.dtype != torch.bool and labels.ndim == 1 else None
-    else:
-        run, plan, sampler, classifier, scale = _request(args, default_num=1000)
-        samples, labels = _draw(args, run, plan, sampler, classifier, scale)
-        images, what = to_uint8(samples), repr(sampler)
-    result = evaluate_images(
-        images, labels, real_data(run, args.real_num, args.seed), network, args.seed, args.pairs
-    )
-    result.update(run=str(run.run_dir), step=run.step, samples=what)
-    print(format_evaluation(result))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
-    return 0
-
-
-def _numbers(text: str, kind, option: str) -> list:
-    try:
-        return [None if part.strip() in ("", "default") else kind(part) for part in text.split(",")]
-    except ValueError:
-        raise UsageError(f"{option} must be comma-separated numbers, got {text!r}") from None
-
-
-def _cmd_sweep(args) -> int:
-    """``ddpmlab sweep``: samplers x steps x guidance scales, each timed and measured."""
-    from ddpmlab.runs import open_run, plan_conditions
-    from ddpmlab.runs.evaluate import load_feature_network, real_data
-    from ddpmlab.runs.sweep import sweep_run, write_sweep
-    from ddpmlab.sampling import SAMPLERS
-
-    samplers = _names(args.sampler, "--sampler")
-    unknown = [name for name in samplers if name not in SAMPLERS]
-    if unknown:
-        raise UsageError(f"--sampler: unknown {', '.join(unknown)}; choose from {', '.join(SAMPLERS)}")
-    steps, guidances = _numbers(args.steps, int, "--steps"), _numbers(args.guidance, float, "--guidance")
-    from ddpmlab.export import check_destination
-
-    check_destination(args.out, folder=True)
-    network = load_feature_network(args.features, args.device)
-    run = open_run(args.run, args.device)
-    plan = plan_conditions(run, args.num, args.labels, None)
-    real = real_data(run, args.real_num, args.seed)
-    rows = sweep_run(
-        run, network, real, samplers, steps, guidances, plan.num, plan.labels, args.seed, progress=True
-    )
-    context = {
-        "run": str(run.run_dir),
-        "step": run.step,
-        "N": plan.num,
-        "features": args.features,
-        "seed": args.seed,
-    }
-    paths = write_sweep(rows, args.out, context)
-    print((Path(args.out) / "sweep.md").read_text())
-    print("wrote " + ", ".join(str(path) for path in paths.values()))
-    return 0
-
-
 def _cmd_export(args) -> int:
     from ddpmlab.data.base import to_uint8
     from ddpmlab.export import check_destination, save_zip
@@ -386,10 +245,10 @@ def _cmd_export(args) -> int:
     if not args.zip.lower().endswith(".zip"):
         raise UsageError(f"--zip must name a .zip file, got {args.zip}")
     check_destination(args.zip, option="--zip")
-    run, plan, sampler, classifier, scale = _request(args, default_num=64)
+    run, plan, sampler, classifier, scale = sampling_request(args, default_num=64)
     if run.info.kind != "image":
         raise UsageError(f"{args.run} is a {run.info.kind} run; export writes images")
-    samples, labels = _draw(args, run, plan, sampler, classifier, scale)
+    samples, labels = draw(args, run, plan, sampler, classifier, scale)
     if samples is None:  # torchrun: rank 0 writes
         return 0
     path = save_zip(to_uint8(samples), args.zip, args.format, labels)
@@ -432,12 +291,12 @@ COMMANDS = {
     "forward": _cmd_forward,
     "train": _cmd_train,
     "train-classifier": lambda args: _cmd_train(args, classifier=True),
-    "train-judge": _cmd_train_judge,
+    "train-judge": train_judge,
     "demo": _cmd_demo,
     "sample": _cmd_sample,
     "export": _cmd_export,
-    "evaluate": _cmd_evaluate,
-    "sweep": _cmd_sweep,
+    "evaluate": evaluate,
+    "sweep": sweep,
     "import-diffusers": _cmd_import_diffusers,
 }
 

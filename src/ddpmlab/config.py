@@ -163,6 +163,9 @@ class TrainConfig:
     decides and batch_size is derived from it (it must divide evenly). A run records the value it used
     in its config.yaml, so resuming with another number of processes keeps the global batch. The
     learning rate is never scaled with the batch: ``lr`` is the rate used.
+
+    A checkpoint (``checkpoints/last.pt``) is written every ``checkpoint_every`` steps and at the end;
+    ``keep_checkpoints`` = k > 0 also keeps the last k of them as ``checkpoints/step_XXXXXXX.pt``.
     """
 
     steps: int | None = 2000
@@ -186,6 +189,7 @@ class TrainConfig:
     device: str = "auto"
     log_every: int = 50
     checkpoint_every: int | None = 1000
+    keep_checkpoints: int = 0
     sample_every: int | None = None
     tensorboard: bool = True
     wandb: bool = False
@@ -205,6 +209,10 @@ class TrainConfig:
         _check_positive("train", "grad_clip", self.grad_clip, allow_none=True)
         _check_positive("train", "log_every", self.log_every, integer=True)
         _check_positive("train", "checkpoint_every", self.checkpoint_every, allow_none=True, integer=True)
+        if isinstance(self.keep_checkpoints, bool) or not isinstance(self.keep_checkpoints, int):
+            raise ConfigError(f"train.keep_checkpoints must be an integer; got {self.keep_checkpoints!r}")
+        if self.keep_checkpoints < 0:
+            raise ConfigError(f"train.keep_checkpoints must be >= 0; got {self.keep_checkpoints}")
         _check_positive("train", "sample_every", self.sample_every, allow_none=True, integer=True)
         _check_choice("train", "precision", self.precision, PRECISIONS)
         _check_choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
@@ -271,6 +279,7 @@ class Config:
 
     def __post_init__(self) -> None:
         for section in SECTIONS:
+            _check_finite(section, getattr(self, section))
             getattr(self, section).validate()
 
     @classmethod
@@ -351,6 +360,14 @@ def _build_section(key: str, values: Any) -> Any:
             f"allowed: {allowed}"
         )
     return cls(**known)
+
+
+def _check_finite(key: str, section: Any) -> None:
+    """Refuse .inf and .nan (YAML reads both) in every float of a section: no setting means either."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}.{f.name} must be a finite number; got {value!r}")
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 A run directory is the unit a user keeps (see :mod:`.rundir`). This package is split by stage:
 
 - :mod:`.rundir`: the run directory: prepare it, resume from it, open a trained run (never touching
-  its data), metrics I/O;
+  its data), metrics I/O; :mod:`.lock`: one training process per run directory;
 - :mod:`.build`: the diffusion, denoiser and classifier a config describes;
 - :mod:`.training`: ``train_run`` and ``train_classifier_run``, one training path;
 - :mod:`.conditions`: which label or string each sample gets, grid rows, the CLI's label and text specs;
@@ -28,6 +28,7 @@ from ddpmlab.runs.conditions import (
 )
 from ddpmlab.runs.diffusers import export_diffusers, import_diffusers
 from ddpmlab.runs.guided import check_classifier, classifier_free, guided_denoiser
+from ddpmlab.runs.lock import RunLock
 from ddpmlab.runs.rundir import (
     CHECKPOINT,
     CONFIG_FILE,
@@ -38,6 +39,7 @@ from ddpmlab.runs.rundir import (
     open_classifier,
     open_run,
     read_metrics,
+    resume_config,
 )
 from ddpmlab.runs.sampling import (
     Trajectory,
@@ -50,6 +52,7 @@ from ddpmlab.runs.sampling import (
     snapshot_steps,
 )
 from ddpmlab.runs.training import (
+    check_sampling_plan,
     dry_run,
     resolve_batch_size,
     train_classifier_run,
@@ -94,4 +97,7 @@ __all__ = [
     "sample_trajectory",
     "export_diffusers",
     "import_diffusers",
+    "resume_config",
+    "RunLock",
+    "check_sampling_plan",
 ]

@@ -21,6 +21,7 @@ __all__ = ["DemoResult", "shipped_config", "fresh_demo_dir", "run_demo", "demo_o
 
 DEMO_MARKER = ".ddpmlab-demo"
 SHIPPED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+DEMO_DDIM_STEPS = 50  # the image demo's sampler (fewer when the diffusion has fewer timesteps)
 
 
 @dataclass
@@ -70,13 +71,14 @@ def run_demo(config_name: str = "mnist5k", run_dir: str | Path | None = None, ov
 
 
 def demo_outputs(run_dir: Path) -> tuple[Path, Path, Path]:
-    """A 10x10 grid (one row per class, DDIM 50 steps, the run's guidance), a zip of 64 images and a
-    denoising animation (two rows of samples, x_t beside the predicted x0) of an image run."""
+    """A 10x10 grid (one row per class, DDIM 50 steps, or T if the diffusion has fewer, the run's
+    guidance), a zip of 64 images and a denoising animation (two rows of samples, x_t beside the
+    predicted x0) of an image run."""
     from ddpmlab.data.base import to_uint8
     from ddpmlab.export import save_denoising_gif, save_grid, save_zip
 
     run = open_run(run_dir)
-    sampler = make_run_sampler(run, "ddim", 50)
+    sampler = make_run_sampler(run, "ddim", min(DEMO_DDIM_STEPS, run.diffusion.num_timesteps))
     if run.text_encoder is not None:  # captchas: one row per random string
         from ddpmlab.data.captcha import random_texts
 

@@ -17,6 +17,8 @@ before that record existed are opened by rebuilding their data once, as before.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +26,13 @@ from typing import Any
 import torch
 
 from ddpmlab import distributed
-from ddpmlab.config import Config, ConfigError
+from ddpmlab.config import Config, ConfigError, load_config
 from ddpmlab.data import DataInfo, build_data, describe_data
 from ddpmlab.data.base import DataError
 from ddpmlab.diffusion import GaussianDiffusion
 from ddpmlab.runs.build import CLASSIFIER_TYPE, build_diffusion, build_model_for, model_from_options
-from ddpmlab.training.checkpoint import load_checkpoint
+from ddpmlab.training.checkpoint import CheckpointError, load_checkpoint, load_weights, peek_checkpoint
+from ddpmlab.training.guard import finite_weights
 
 __all__ = [
     "CONFIG_FILE",
@@ -37,8 +40,14 @@ __all__ = [
     "RunError",
     "Run",
     "ClassifierRun",
+    "STOP_RULE",
     "prepare_run_dir",
     "saved_config",
+    "resume_config",
+    "stop_rule_changes",
+    "with_stop_rule",
+    "write_atomically",
+    "truncate_metrics",
     "run_data_info",
     "open_run",
     "open_classifier",
@@ -48,6 +57,9 @@ __all__ = [
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT = Path("checkpoints") / "last.pt"
+METRICS_FILE = "metrics.jsonl"
+STOP_RULE = ("train.steps", "train.epochs", "train.minutes")  # all a resume may change
+IDENTITY = ("data", "model", "diffusion")  # what a checkpoint must share with its run's config.yaml
 
 
 class RunError(ValueError):
@@ -67,17 +79,113 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def saved_config(run_dir: Path, config: Config) -> Config:
+def saved_config(run_dir: Path, config: Config | None = None, state: dict[str, Any] | None = None) -> Config:
     """The config to resume ``run_dir`` with: the one its checkpoint was trained with, except the
-    stopping rule (``train.steps``, ``epochs``, ``minutes``), which is taken from ``config``. A run
-    saved before ``train.global_batch_size`` was recorded trained in one process: its global batch is
-    batch_size x grad_accum."""
-    saved = Config.from_dict(load_checkpoint(run_dir / CHECKPOINT)["config"]).to_dict()
-    train = saved["train"]
+    stopping rule (``train.steps``, ``epochs``, ``minutes``), taken from ``config`` when one is given.
+    ``state`` is the checkpoint's content when already loaded (else its config is read from the
+    file). A run saved before ``train.global_batch_size`` was recorded trained in one process: its
+    global batch is batch_size x grad_accum.
+
+    Raises:
+        RunError: a checkpoint that is not this run's (its data, model or diffusion differ from the
+            run's config.yaml), or a config.yaml that cannot be read. CheckpointError: an unreadable
+            checkpoint.
+    """
+    state = state if state is not None else peek_checkpoint(run_dir / CHECKPOINT)
+    if not isinstance(state.get("config"), dict):
+        raise CheckpointError(f"checkpoint {run_dir / CHECKPOINT} is incomplete: it has no config entry")
+    saved = Config.from_dict(state["config"])
+    _check_belongs(run_dir, saved)
+    raw = saved.to_dict()
+    train = raw["train"]
     if train["global_batch_size"] is None:
         train["global_batch_size"] = train["batch_size"] * train["grad_accum"]
-    stop = {key: config.to_dict()["train"][key] for key in ("steps", "epochs", "minutes")}
-    return Config.from_dict({**saved, "train": {**train, **stop}})
+    return with_stop_rule(Config.from_dict(raw), config)
+
+
+def with_stop_rule(saved: Config, config: Config | None) -> Config:
+    """``saved`` with the stopping rule (``train.steps``, ``epochs``, ``minutes``) of ``config``
+    (``saved`` itself when ``config`` is None)."""
+    if config is None:
+        return saved
+    raw = saved.to_dict()
+    for key in STOP_RULE:
+        name = key.split(".")[1]
+        raw["train"][name] = getattr(config.train, name)
+    return Config.from_dict(raw)
+
+
+def resume_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """What ``ddpmlab train --resume`` continues: the run as it was saved (:func:`saved_config`),
+    with dotted ``overrides`` that may change its stopping rule only. Overrides that repeat a saved
+    value are accepted (a resume may be typed as the first command was).
+
+    Raises:
+        RunError: nothing to resume, or an override that changes anything but ``train.steps``,
+            ``train.epochs`` or ``train.minutes``.
+    """
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise RunError(f"nothing to resume: {path} does not exist")
+    saved = saved_config(Path(run_dir))
+    wanted = saved.with_overrides(list(overrides))
+    for key, was, now in _differences(saved.to_dict(), wanted.to_dict()):
+        if key not in STOP_RULE:
+            raise RunError(
+                f"--resume continues the run as it was saved: only {', '.join(STOP_RULE)} can change, "
+                f"not {key} ({_show(was)} -> {_show(now)})"
+            )
+    return wanted
+
+
+def stop_rule_changes(saved: Config, config: Config) -> list[str]:
+    """``['train.steps=4000 (was 2000)', ...]``: how ``config`` re-plans the run ``saved`` describes."""
+    return [
+        f"{key}={_show(now)} (was {_show(was)})"
+        for key, was, now in _differences(saved.to_dict(), config.to_dict())
+        if key in STOP_RULE
+    ]
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def _differences(before: Any, after: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, before, after) for every leaf that differs between two nested dicts."""
+    if not (isinstance(before, dict) and isinstance(after, dict)):
+        return [] if before == after else [(prefix, before, after)]
+    found = []
+    for key in [*before, *(k for k in after if k not in before)]:
+        found += _differences(before.get(key), after.get(key), f"{prefix}.{key}" if prefix else str(key))
+    return found
+
+
+def _check_belongs(run_dir: Path, saved: Config) -> None:
+    """Refuse a checkpoint whose data, model or diffusion are not those of the run's config.yaml (a
+    checkpoint copied from another run); a run without config.yaml trusts its checkpoint."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return
+    try:
+        recorded = load_config(path)
+    except ConfigError as error:
+        raise RunError(
+            f"{path} cannot be read ({error}); repair it, or delete it to resume from the checkpoint's config"
+        ) from None
+    differences = _differences(_identity(recorded), _identity(saved))
+    if differences:
+        key, was, now = differences[0]
+        raise RunError(
+            f"{run_dir / CHECKPOINT} is not this run's checkpoint: its {key} is {_show(now)}, "
+            f"{path} says {_show(was)}"
+        )
+
+
+def _identity(config: Config) -> dict[str, Any]:
+    raw = config.to_dict()
+    raw["data"].pop("info", None)  # runs saved before data.info have it in config.yaml only
+    return {section: raw[section] for section in IDENTITY}
 
 
 def run_data_info(config: Config, where: Path | str = "the run") -> DataInfo:
@@ -152,7 +260,17 @@ class ClassifierRun:
 def _load(run_dir: Path, what: str) -> dict[str, Any]:
     if not (run_dir / CHECKPOINT).exists():
         raise RunError(f"{run_dir} is not a trained {what} (no {CHECKPOINT})")
-    return load_checkpoint(run_dir / CHECKPOINT, map_location="cpu")
+    return load_checkpoint(run_dir / CHECKPOINT, map_location="cpu", required=("step", "config", "ema"))
+
+
+def _load_ema(model: torch.nn.Module, state: dict[str, Any], run_dir: Path) -> None:
+    """The checkpoint's EMA weights into ``model``; refuses weights that do not fit, or that are not
+    finite (a run that diverged before checkpoints were guarded: its samples would be blank)."""
+    path = run_dir / CHECKPOINT
+    ema = state["ema"]
+    load_weights(model, ema.get("model") if isinstance(ema, dict) else None, path, "EMA")
+    if not finite_weights(list(model.state_dict().values())):
+        raise RunError(f"{path} holds non-finite weights (inf or NaN): the run diverged; train it again")
 
 
 def open_run(run_dir: str | Path, device: str = "auto") -> Run:
@@ -169,7 +287,7 @@ def open_run(run_dir: str | Path, device: str = "auto") -> Run:
     config = Config.from_dict(state["config"])
     info = run_data_info(config, run_dir)
     model = build_model_for(config, info)
-    model.load_state_dict(state["ema"]["model"])
+    _load_ema(model, state, run_dir)
     model.to(target).eval()
     return Run(run_dir, config, model, build_diffusion(config), info, int(state["step"]), target)
 
@@ -187,20 +305,59 @@ def open_classifier(run_dir: str | Path, device: str | torch.device = "auto") ->
             "train one with `ddpmlab train-classifier`"
         )
     model = model_from_options(CLASSIFIER_TYPE, config.model.options)
-    model.load_state_dict(state["ema"]["model"])
+    _load_ema(model, state, run_dir)
     model.to(target).eval().requires_grad_(False)
     return ClassifierRun(run_dir, config, model, build_diffusion(config), int(state["step"]), target)
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     """Add one JSON line to the run's ``metrics.jsonl``."""
-    with open(Path(run_dir) / "metrics.jsonl", "a") as file:
+    with open(Path(run_dir) / METRICS_FILE, "a") as file:
         file.write(json.dumps(record) + "\n")
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """Every record of the run's ``metrics.jsonl`` (an empty list when there is none)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed over it: a kill never leaves half a
+    file (e.g. a config.yaml a resume could not read)."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def truncate_metrics(run_dir: Path, step: int) -> int:
+    """Drop the records of ``metrics.jsonl`` logged after ``step`` (and lines cut short by a kill), so
+    that a run resumed from its checkpoint of step ``step`` logs the steps it redoes once; atomic.
+    Returns how many lines were dropped."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if _logged_by(line, step)]
+    if len(kept) < len(lines):
+        write_atomically(path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
+def _logged_by(line: str, step: int) -> bool:
+    """Whether a metrics line is a whole record of step ``step`` or earlier (or of no step)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    if not isinstance(record, dict):
+        return False
+    logged = record.get("step")
+    return not isinstance(logged, (int, float)) or logged <= step

@@ -22,7 +22,21 @@ from ddpmlab import distributed
 from ddpmlab.config import Config, ConfigError
 from ddpmlab.data import DataInfo, build_data, describe_data
 from ddpmlab.runs.build import build_classifier_for, build_diffusion, build_model_for
-from ddpmlab.runs.rundir import CONFIG_FILE, RunError, prepare_run_dir, saved_config
+from ddpmlab.runs.lock import RunLock
+from ddpmlab.runs.rundir import (
+    CHECKPOINT,
+    CONFIG_FILE,
+    Run,
+    RunError,
+    prepare_run_dir,
+    saved_config,
+    stop_rule_changes,
+    truncate_metrics,
+    with_stop_rule,
+    write_atomically,
+)
+from ddpmlab.runs.sampling import make_run_sampler
+from ddpmlab.training.checkpoint import TRAINING_KEYS, load_checkpoint, remove_temporaries
 from ddpmlab.training.objectives import ClassifierObjective, DiffusionObjective
 from ddpmlab.training.trainer import Trainer
 
@@ -33,6 +47,7 @@ __all__ = [
     "train_run",
     "train_classifier_run",
     "resolve_batch_size",
+    "check_sampling_plan",
     "dry_run",
     "train_kind_run",
 ]
@@ -59,7 +74,7 @@ CLASSIFIER = RunKind(build_classifier_for, ClassifierObjective, records_model_op
 
 
 def train_run(
-    config: Config,
+    config: Config | None,
     run_dir: str | Path,
     resume: bool = False,
     hooks: list | None = None,
@@ -71,20 +86,31 @@ def train_run(
     get their plots and metrics (``report``). Under torchrun (after :func:`ddpmlab.distributed.init`)
     every process calls this: rank 0 prepares the run directory while the others wait, and alone
     writes into it; each process trains on its share of every global batch, on its own device.
-    Resuming keeps the run's saved config (only the stopping rule may change) and its global batch
-    size (``train.global_batch_size``), also with another number of processes.
+    Resuming keeps the run's saved config and its global batch size (``train.global_batch_size``),
+    also with another number of processes; only the stopping rule (``train.steps``, ``epochs``,
+    ``minutes``) is taken from ``config`` (None: the saved one), and a change is printed. One process
+    at a time trains in a run directory (a lock, see :mod:`ddpmlab.runs.lock`); a kill at any moment,
+    even during a checkpoint write, leaves a run that ``resume=True`` continues to the weights an
+    uninterrupted run would have.
 
     Raises:
-        RunError: a run that would be overwritten, nothing to resume, or data that changed since the
-            run was trained. ConfigError / DataError: a bad config or missing data.
+        RunError: a run that would be overwritten, nothing to resume, another process training in
+            ``run_dir``, a checkpoint of another run, or data that changed since the run was trained.
+        CheckpointError: a damaged or incomplete checkpoint, one whose weights do not fit its config,
+            or one that cannot be written. ConfigError / DataError: a bad config (e.g. a sampler its
+            diffusion cannot run) or missing data. NonFiniteError: the loss or gradient became inf or
+            NaN (the last good checkpoint is kept).
     """
-    trainer, info = _train(DIFFUSION, config, Path(run_dir), resume, hooks)
-    if report and info.kind == "toy" and distributed.rank() == 0:
+    finish = _toy_report if report else None
+    return _train(DIFFUSION, config, Path(run_dir), resume, hooks, finish)[0]
+
+
+def _toy_report(run_dir: Path, info: DataInfo) -> None:
+    if info.kind == "toy":
         from ddpmlab.runs.rundir import open_run
         from ddpmlab.runs.toy_report import write_toy_report
 
         write_toy_report(open_run(run_dir))
-    return trainer
 
 
 def train_classifier_run(config: Config, run_dir: str | Path, resume: bool = False) -> Trainer:
@@ -100,12 +126,65 @@ def train_classifier_run(config: Config, run_dir: str | Path, resume: bool = Fal
 
 
 def _train(
-    kind: RunKind, config: Config, run_dir: Path, resume: bool, hooks: list | None
+    kind: RunKind,
+    config: Config | None,
+    run_dir: Path,
+    resume: bool,
+    hooks: list | None,
+    finish: Callable[[Path, DataInfo], None] | None = None,
 ) -> tuple[Trainer, DataInfo]:
+    """Claim the run directory (rank 0: its lock), check and build everything, and only then write
+    into it (config.yaml, metrics.jsonl cut back to the checkpoint's step), train, and ``finish``
+    (rank 0, e.g. the toy report) before letting the directory go."""
+    if config is None and not resume:
+        raise RunError("training needs a config unless it resumes a run")
+    lock = RunLock(run_dir)  # held by rank 0 only, until training ends
+    created = not run_dir.exists()
+    distributed.main_first(_claim, run_dir, resume, lock)
+    try:
+        try:
+            trainer, info, config = _build(kind, config, run_dir, resume, hooks)
+        except BaseException:
+            if created and lock.held:  # a start refused before training leaves no folder behind
+                lock.remove_folder()
+            raise
+        if distributed.rank() == 0:
+            header = _batch_comment(config, distributed.world_size())
+            write_atomically(run_dir / CONFIG_FILE, header + config.to_yaml())
+            truncate_metrics(run_dir, trainer.state.step)  # what a killed session logged past it
+            remove_temporaries(run_dir / CHECKPOINT)  # what a kill during a save left
+        trainer.fit()
+        distributed.barrier()  # every process returns once the final checkpoint is written
+        if finish is not None and distributed.rank() == 0:
+            finish(run_dir, info)
+    finally:
+        lock.release()
+    return trainer, info
+
+
+def _claim(run_dir: Path, resume: bool, lock: RunLock) -> None:
+    """Check the run directory can be used as asked, create it, take its lock, and check again (a
+    process that held the lock until now may have written a checkpoint)."""
+    prepare_run_dir(run_dir, resume)
+    lock.acquire()
+    try:
+        prepare_run_dir(run_dir, resume)
+    except RunError:
+        lock.release()
+        raise
+
+
+def _build(
+    kind: RunKind, config: Config | None, run_dir: Path, resume: bool, hooks: list | None
+) -> tuple[Trainer, DataInfo, Config]:
+    """The Trainer of the run, resumed when asked; nothing is written to the run directory. Every
+    check that can run before training runs here: the checkpoint's integrity, that it belongs to
+    this run and fits its model, the data, the run's default sampler."""
     rank, world = distributed.rank(), distributed.world_size()
-    distributed.main_first(prepare_run_dir, run_dir, resume)
+    state = None
     if resume:
-        config = saved_config(run_dir, config)
+        state = load_checkpoint(run_dir / CHECKPOINT, required=TRAINING_KEYS)
+        config = _resumed_config(run_dir, config, state)
     config = resolve_batch_size(config, world)
     if world > 1 and config.data.download:  # rank 0 fetches missing data alone, then the others read it
         distributed.main_first(lambda: _build_data(config, rank, world) and None)
@@ -121,8 +200,8 @@ def _train(
     if kind.records_model_options:
         config = _with_model_options(config, model)
     diffusion = build_diffusion(config)
-    if rank == 0:
-        (run_dir / CONFIG_FILE).write_text(_batch_comment(config, world) + config.to_yaml())
+    if kind is DIFFUSION:
+        check_sampling_plan(config, info, model, diffusion)
     trainer = Trainer(
         model,
         diffusion,
@@ -135,11 +214,36 @@ def _train(
         device=distributed.local_device(config.train.device),
         objective=kind.objective(diffusion),
     )
-    if resume:
-        trainer.resume()
-    trainer.fit()
-    distributed.barrier()  # every process returns once the final checkpoint is written
-    return trainer, info
+    if state is not None:
+        trainer.load_state_dict(state, run_dir / CHECKPOINT)
+    return trainer, info, config
+
+
+def _resumed_config(run_dir: Path, config: Config | None, state: dict[str, Any]) -> Config:
+    """The saved config with the stopping rule of ``config`` (if given); a change is printed."""
+    saved = saved_config(run_dir, None, state)
+    resumed = with_stop_rule(saved, config)
+    changes = stop_rule_changes(saved, resumed)
+    if changes and distributed.is_main():
+        print(f"ddpmlab: resuming with {', '.join(changes)}", file=sys.stderr)
+    return resumed
+
+
+def check_sampling_plan(config: Config, info: DataInfo, model: torch.nn.Module, diffusion: Any) -> None:
+    """Build the run's default sampler (the ``sample`` section against the diffusion), as sampling
+    the trained run (and a toy run's report) will: a plan that cannot work is refused before training.
+
+    Raises:
+        ConfigError: e.g. ``sample.steps`` larger than ``diffusion.timesteps``.
+    """
+    run = Run(Path("."), config, model, diffusion, info, 0, torch.device("cpu"))
+    try:
+        make_run_sampler(run)
+    except ValueError as error:  # ScheduleError included
+        raise ConfigError(
+            f"the run's sampler cannot work (sample.sampler={config.sample.sampler}, sample.steps="
+            f"{config.sample.steps}, diffusion.timesteps={config.diffusion.timesteps}): {error}"
+        ) from None
 
 
 def _build_data(config: Config, rank: int, world: int):
@@ -223,7 +327,10 @@ def dry_run(config: Config, classifier: bool = False) -> tuple[torch.nn.Module, 
     if info is None:
         info = build_data(config.data, config.train.batch_size, config.train.seed)[1]
     kind = CLASSIFIER if classifier else DIFFUSION
-    return kind.build_model(config, info), info
+    model = kind.build_model(config, info)
+    if kind is DIFFUSION:
+        check_sampling_plan(config, info, model, build_diffusion(config))
+    return model, info
 
 
 def train_kind_run(kind: RunKind, config: Config, run_dir: str | Path, resume: bool = False) -> Trainer:

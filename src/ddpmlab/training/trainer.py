@@ -12,7 +12,9 @@ One optimizer step (Ho et al. 2020, Algorithm 1, as practitioners run it):
 Every ``log_every`` steps a line goes to ``metrics.jsonl`` (and TensorBoard / W&B when enabled);
 every ``checkpoint_every`` steps and at the end, ``checkpoints/last.pt`` is written atomically with
 everything needed to resume exactly (model, EMA, optimizer, LR schedule, grad scaler, data position,
-random generators).
+random generators). A non-finite loss or gradient stops training with
+:class:`~ddpmlab.training.guard.NonFiniteError` (checked without a host sync per GPU step, see
+:mod:`ddpmlab.training.guard`), and no checkpoint with non-finite weights is ever written.
 
 Under ``torchrun`` (see :mod:`ddpmlab.distributed`) the model is wrapped in DistributedDataParallel,
 which averages the gradients of the processes (skipped with ``no_sync`` on all but the last
@@ -27,7 +29,6 @@ depend on the number of processes.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,28 +40,24 @@ import torch
 from ddpmlab import distributed
 from ddpmlab.config import TrainConfig
 from ddpmlab.diffusion import GaussianDiffusion
-from ddpmlab.training.checkpoint import load_checkpoint, save_checkpoint
+from ddpmlab.training.checkpoint import (
+    TRAINING_KEYS,
+    CheckpointError,
+    first_line,
+    keep_recent,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from ddpmlab.training.ema import EMA
+from ddpmlab.training.guard import NonFiniteGuard
 from ddpmlab.training.objectives import DiffusionObjective, Objective
-from ddpmlab.training.writers import RunLogger
+from ddpmlab.training.optim import lr_multiplier, make_adamw
+from ddpmlab.training.writers import RunLogger, RunningMean
 
 __all__ = ["Trainer", "TrainState", "lr_multiplier"]
 
 Hook = Callable[["Trainer"], None]
-
-
-def lr_multiplier(
-    step: int, warmup_steps: int, total_steps: int | None, min_ratio: float, schedule: str
-) -> float:
-    """The LR factor after ``step`` optimizer steps: linear warmup over ``warmup_steps``, then cosine
-    decay to ``min_ratio`` at ``total_steps`` (constant when the schedule is constant or the total is
-    unknown, e.g. training by wall-clock time only)."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant" or total_steps is None or total_steps <= warmup_steps:
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -74,40 +71,6 @@ class TrainState:
 
 
 TIME_CHECK_EVERY = 10  # steps between the ranks' agreements on train.minutes under torchrun
-
-
-class _RunningMean:
-    """The mean of the values added since the last ``pop``.
-
-    Tensors (a loss, a gradient norm) are summed where they live: adding a GPU scalar does not wait
-    for the GPU, so a training step never stalls on its own metrics; the one read-back is in ``pop``,
-    once per logging window. Sums are float64 except on MPS (which has none).
-    """
-
-    def __init__(self) -> None:
-        self.total: float | torch.Tensor = 0.0
-        self.count = 0
-
-    def add(self, value: float | torch.Tensor, count: int = 1) -> None:
-        if isinstance(value, torch.Tensor):
-            value = value.detach().to(torch.float32 if value.device.type == "mps" else torch.float64)
-        self.total = self.total + value * count
-        self.count += count
-
-    def pop(self) -> float:
-        mean = float(self.total) / max(1, self.count)
-        self.total, self.count = 0.0, 0
-        return mean
-
-
-def make_adamw(groups: list[dict], lr: float) -> torch.optim.AdamW:
-    """AdamW as one fused kernel over all parameters where torch has one for their device (CUDA; the
-    CPU since torch 2.4: 4x faster than the multi-tensor path for the 1.7M-parameter MNIST UNet, 6.5x
-    for a 28M one, measured), else the multi-tensor (foreach) path."""
-    try:  # copies of the groups: a refused optimizer has already written its defaults into them
-        return torch.optim.AdamW([dict(group) for group in groups], lr=lr, fused=True)
-    except RuntimeError:  # torch < 2.4 on the CPU, or a device without a fused kernel
-        return torch.optim.AdamW([dict(group) for group in groups], lr=lr, foreach=True)
 
 
 class Trainer:
@@ -146,7 +109,7 @@ class Trainer:
     ) -> None:
         self.config = config
         self.objective = objective if objective is not None else DiffusionObjective(diffusion)
-        self._extra_means: dict[str, _RunningMean] = {}  # the objective's metrics, per logging window
+        self._extra_means: dict[str, RunningMean] = {}  # the objective's metrics, per logging window
         self.device = device or distributed.resolve_device(config.device)
         self.model = model.to(self.device)
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
@@ -172,6 +135,10 @@ class Trainer:
             ),
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self._uses_fp16())
+        self.guard = NonFiniteGuard(self.device, config, scaled_gradients=self.scaler.is_enabled())
+        # reading the guard is free on the CPU: stop at the bad step itself; elsewhere at log steps
+        self._check_every_step = self.device.type == "cpu" and self.world_size == 1
+        self.saved_step: int | None = None  # the step of the checkpoint on disk, once known
         trained = self.ddp if self.ddp is not None else self.model
         self.forward_model = torch.compile(trained) if config.compile else trained
         self.logger = RunLogger(self.run_dir, config, self.run_config, enabled=self.rank == 0)
@@ -261,15 +228,24 @@ class Trainer:
         with self._autocast():
             loss, extra = self.objective(self.forward_model, x0, cond, self.generator, t=t, noise=noise)
         for key, value in extra.items():
-            self._extra_means.setdefault(key, _RunningMean()).add(value)
+            self._extra_means.setdefault(key, RunningMean()).add(value)
         self.scaler.scale(loss / self.config.grad_accum).backward()
         # the loss stays a device tensor (no host sync per step); it is read once per logging window
         return loss.detach(), x0.shape[0] * self.world_size  # samples of all ranks together
 
-    def _optimizer_step(self) -> torch.Tensor:
+    def _optimizer_step(self, step_loss: torch.Tensor) -> torch.Tensor:
+        """Clip, check, step AdamW, the LR schedule and the EMA; ``step_loss``: the step's micro-batch
+        losses summed (a device tensor). Returns the gradient norm (a device tensor).
+
+        Raises:
+            NonFiniteError: on the CPU, a non-finite loss or gradient, before the weights change.
+        """
         self.scaler.unscale_(self.optimizer)
         max_norm = self.config.grad_clip if self.config.grad_clip is not None else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters, max_norm)
+        self.guard.observe(self.state.step + 1, step_loss, grad_norm)
+        if self._check_every_step:
+            self.stop_if_not_finite()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -301,37 +277,34 @@ class Trainer:
     def fit(self, until_step: int | None = None) -> TrainState:
         """Train until a stop condition is reached (or, if given, until optimizer step ``until_step``,
         as if interrupted there); returns the final state."""
-        self.logger.open()
+        self.logger.open(resumed_at=self.state.step)
         self.model.train()
         iterator = iter(self.batches)
         started = time.perf_counter()
         elapsed_before = self.state.elapsed_seconds
-        loss_mean, norm_mean = _RunningMean(), _RunningMean()
+        loss_mean, norm_mean = RunningMean(), RunningMean()
         window_start, window_samples = time.perf_counter(), 0
         progress = self._progress_bar()
         try:
             while not self._should_stop() and (until_step is None or self.state.step < until_step):
+                step_loss: float | torch.Tensor = 0.0
                 for micro in range(self.config.grad_accum):
                     with self._gradient_sync(micro == self.config.grad_accum - 1):
                         loss, batch = self._micro_step(iterator)
                     loss_mean.add(loss)
+                    step_loss = step_loss + loss
                     window_samples += batch
                     self.state.samples_seen += batch
-                norm_mean.add(self._optimizer_step())
+                norm_mean.add(self._optimizer_step(step_loss))
                 self.state.step += 1
                 now = time.perf_counter()
                 self.state.elapsed_seconds = elapsed_before + now - started
                 if progress is not None:
                     progress.update(1)
                 if self.state.step % self.config.log_every == 0:
-                    metrics = {
-                        "loss": distributed.all_mean(loss_mean.pop()),
-                        **self._pop_extra_metrics(),
-                        "grad_norm": norm_mean.pop(),
-                        "lr": self.lr_scheduler.get_last_lr()[0],
-                        "samples_per_s": window_samples / max(now - window_start, 1e-9),
-                        "epoch": getattr(self.batches, "epoch", 0),
-                    }
+                    metrics = self._window_metrics(loss_mean, norm_mean)
+                    metrics["samples_per_s"] = window_samples / max(now - window_start, 1e-9)
+                    metrics["epoch"] = getattr(self.batches, "epoch", 0)
                     window_start, window_samples = now, 0
                     self._log(metrics)
                     if progress is not None:
@@ -342,20 +315,24 @@ class Trainer:
                 progress.close()
         self.state.elapsed_seconds = elapsed_before + time.perf_counter() - started
         if loss_mean.count:
-            self._log(
-                {
-                    "loss": distributed.all_mean(loss_mean.pop()),
-                    **self._pop_extra_metrics(),
-                    "grad_norm": norm_mean.pop(),
-                    "lr": self.lr_scheduler.get_last_lr()[0],
-                }
-            )
+            self._log(self._window_metrics(loss_mean, norm_mean))
         self.save()
         if self.rank == 0:
             for hook in self.hooks:
                 hook(self)
         self.logger.close()
         return self.state
+
+    def _window_metrics(self, loss_mean: RunningMean, norm_mean: RunningMean) -> dict[str, float]:
+        """The logging window's means (one read-back from the device), once the window is known to be
+        finite (else :class:`~ddpmlab.training.guard.NonFiniteError`)."""
+        self.stop_if_not_finite()
+        return {
+            "loss": distributed.all_mean(loss_mean.pop()),
+            **self._pop_extra_metrics(),
+            "grad_norm": norm_mean.pop(),
+            "lr": self.lr_scheduler.get_last_lr()[0],
+        }
 
     def _pop_extra_metrics(self) -> dict[str, float]:
         """The objective's metrics averaged over the window since the last log (over all processes)."""
@@ -371,8 +348,9 @@ class Trainer:
 
     def _maybe_run_hooks_and_save(self) -> None:
         c = self.config
-        if c.sample_every and self.state.step % c.sample_every == 0 and self.rank == 0:
-            for hook in self.hooks:
+        if c.sample_every and self.state.step % c.sample_every == 0:
+            self.stop_if_not_finite()  # no grids of NaN weights (every rank: it may be a collective)
+            for hook in self.hooks if self.rank == 0 else []:
                 hook(self)
             self.model.train()
         if c.checkpoint_every and self.state.step % c.checkpoint_every == 0:
@@ -434,14 +412,24 @@ class Trainer:
         if self.rank > 0:
             torch.manual_seed(self.config.seed * 1_000_003 + self.rank * 1_009 + step)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+    def load_state_dict(self, state: dict[str, Any], source: str | Path = "the checkpoint") -> None:
+        """Continue from ``state`` (a checkpoint's content).
+
+        Raises:
+            CheckpointError: weights or optimizer state that do not fit this model (one line naming
+                ``source``; nothing of this Trainer's own state is trusted afterwards).
+        """
+        load_weights(self.model, state["model"], source)
+        load_weights(self.ema.model, state["ema"].get("model"), source, "EMA")  # one line if it does not fit
         self.ema.load_state_dict(state["ema"])
-        if "optimizer" not in state:
-            # weights only (a run imported from diffusers): training starts from them at step 0, with a
-            # fresh optimizer, learning-rate schedule, data order and generators
+        if "optimizer" not in state:  # weights only (an imported run): a fresh start from them at step 0
             return
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise CheckpointError(
+                f"the optimizer state of {source} does not fit its model: {first_line(error)}"
+            ) from None
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if state.get("grad_scaler"):
             self.scaler.load_state_dict(state["grad_scaler"])
@@ -461,19 +449,52 @@ class Trainer:
             elapsed_seconds=float(state["elapsed_seconds"]),
             last_metrics=dict(state.get("last_metrics") or {}),
         )
+        self.saved_step = self.state.step
 
     def checkpoint_path(self) -> Path | None:
         return None if self.run_dir is None else self.run_dir / "checkpoints" / "last.pt"
 
     def save(self) -> Path | None:
-        """Write ``checkpoints/last.pt`` (rank 0; with several processes every rank must call this)."""
+        """Write ``checkpoints/last.pt`` (rank 0; with several processes every rank must call this),
+        and with ``train.keep_checkpoints`` = k also keep it as ``step_XXXXXXX.pt`` (the last k).
+
+        Raises:
+            NonFiniteError: a non-finite loss, gradient or weight so far: nothing is written, the
+                checkpoint on disk stays the last good one.
+            CheckpointError: the file cannot be written (disk full, ...); the previous one is kept.
+        """
         path = self.checkpoint_path()
         if path is None:
             return None
+        self.stop_if_not_finite()
+        weights = [*self.model.state_dict().values(), *self.ema.model.state_dict().values()]
+        self.guard.check_weights(weights, self.state.step, self._kept())
         state = self.state_dict()
-        return save_checkpoint(path, state) if self.rank == 0 else None
+        distributed.main_first(self._write, path, state)  # rank 0 writes; its errors reach every rank
+        self.saved_step = self.state.step
+        return path if self.rank == 0 else None
+
+    def _write(self, path: Path, state: dict[str, Any]) -> None:
+        save_checkpoint(path, state)
+        keep_recent(path, self.state.step, self.config.keep_checkpoints)
+
+    def stop_if_not_finite(self) -> None:
+        """Raise :class:`~ddpmlab.training.guard.NonFiniteError` if a step so far had a non-finite loss
+        or gradient (a read from the device; with several processes every rank calls it at the same
+        steps)."""
+        self.guard.check(self._kept())
+
+    def _kept(self) -> str:
+        if self.saved_step is None or self.checkpoint_path() is None:
+            return "no checkpoint was written"
+        return f"the last checkpoint ({self.checkpoint_path()}, step {self.saved_step}) is kept"
 
     def resume(self, path: str | Path | None = None) -> None:
-        """Load a checkpoint (default: this run's last one) and continue from it."""
+        """Load a checkpoint (default: this run's last one) and continue from it.
+
+        Raises:
+            CheckpointError: a missing, damaged or incomplete checkpoint, or one whose weights do not
+                fit this Trainer's model (one line).
+        """
         path = Path(path) if path is not None else self.checkpoint_path()
-        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        self.load_state_dict(load_checkpoint(path, map_location=self.device, required=TRAINING_KEYS), path)

@@ -1,4 +1,5 @@
 """Where training's numbers and pictures go: ``metrics.jsonl`` always, TensorBoard and W&B when enabled.
+:class:`RunningMean` averages a logging window's values without reading them back from the device.
 
 :class:`RunLogger` is what the Trainer writes through; it holds no training state. Only the process
 that writes (rank 0, with a run directory) opens anything: elsewhere every call does nothing.
@@ -14,7 +15,7 @@ import torch
 
 from ddpmlab.config import TrainConfig
 
-__all__ = ["RunLogger"]
+__all__ = ["RunLogger", "RunningMean"]
 
 
 class RunLogger:
@@ -35,8 +36,10 @@ class RunLogger:
         self.run_config = run_config
         self._writers: list[Any] = []
 
-    def open(self) -> None:
-        """Create the run directory and open TensorBoard / W&B as configured.
+    def open(self, resumed_at: int = 0) -> None:
+        """Create the run directory and open TensorBoard / W&B as configured. ``resumed_at``: the step of
+        the checkpoint training continues from; TensorBoard drops the events a killed session logged
+        after it (they are logged again).
 
         Raises:
             RuntimeError: ``train.wandb`` without the wandb package.
@@ -50,7 +53,8 @@ class RunLogger:
             except ImportError:  # tensorboard not installed: metrics.jsonl still has everything
                 pass
             else:
-                self._writers.append(SummaryWriter(str(self.run_dir / "logs")))
+                purge = resumed_at + 1 if resumed_at else None
+                self._writers.append(SummaryWriter(str(self.run_dir / "logs"), purge_step=purge))
         if self.config.wandb:
             try:
                 import wandb
@@ -95,3 +99,27 @@ class RunLogger:
                 writer.add_image(tag, image, step)
             else:
                 writer.log({tag: writer.Image(image.permute(1, 2, 0).numpy())}, step=step)
+
+
+class RunningMean:
+    """The mean of the values added since the last ``pop``.
+
+    Tensors (a loss, a gradient norm) are summed where they live: adding a GPU scalar does not wait
+    for the GPU, so a training step never stalls on its own metrics; the one read-back is in ``pop``,
+    once per logging window. Sums are float64 except on MPS (which has none).
+    """
+
+    def __init__(self) -> None:
+        self.total: float | torch.Tensor = 0.0
+        self.count = 0
+
+    def add(self, value: float | torch.Tensor, count: int = 1) -> None:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().to(torch.float32 if value.device.type == "mps" else torch.float64)
+        self.total = self.total + value * count
+        self.count += count
+
+    def pop(self) -> float:
+        mean = float(self.total) / max(1, self.count)
+        self.total, self.count = 0.0, 0
+        return mean

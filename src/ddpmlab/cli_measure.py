@@ -1,0 +1,117 @@
+"""The measuring commands: ``train-judge``, ``evaluate`` and ``sweep`` (see :mod:`ddpmlab.runs.judge`,
+:mod:`ddpmlab.runs.evaluate`, :mod:`ddpmlab.runs.sweep`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ddpmlab.cli_checks import UsageError
+from ddpmlab.cli_sampling import draw, names, sampling_request
+
+__all__ = ["train_judge", "evaluate", "sweep"]
+
+
+def train_judge(args) -> int:
+    """``ddpmlab train-judge``: train (or dry-run) a judge run."""
+    from ddpmlab.config import load_config
+    from ddpmlab.data import build_data, describe_data
+    from ddpmlab.runs.judge import build_judge_for, train_judge_run
+
+    config = load_config(args.config, args.overrides)
+    run_dir = Path(args.run) if args.run else Path("runs") / config.name
+    if args.dry_run:
+        info = describe_data(config.data) or build_data(config.data, 1, config.train.seed)[1]
+        model = build_judge_for(config, info)
+        count = sum(p.numel() for p in model.parameters())
+        print(config.to_yaml().rstrip())
+        print(f"# run directory: {run_dir}")
+        print(f"# model: JudgeCNN with {count:,} parameters")
+        return 0
+    trainer = train_judge_run(config, run_dir, resume=args.resume)
+    accuracy = trainer.state.last_metrics.get("accuracy")
+    augmented = f", accuracy on augmented batches {accuracy:.3f}" if accuracy is not None else ""
+    seconds = trainer.state.elapsed_seconds
+    print(f"trained {trainer.state.step} steps in {seconds:.1f} s{augmented}; run directory: {run_dir}")
+    return 0
+
+
+def evaluate(args) -> int:
+    """``ddpmlab evaluate``: sample (or read samples), measure them against the run's real data."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from ddpmlab.data.base import to_uint8
+    from ddpmlab.export import check_destination
+    from ddpmlab.runs import open_run
+    from ddpmlab.runs.evaluate import evaluate_images, format_evaluation, load_feature_network, real_data
+
+    for option, path in (("--out", args.out), ("--pairs", args.pairs)):
+        if path:
+            check_destination(path, option)
+    network = load_feature_network(args.features, args.device)  # fails early, before any sampling
+    if args.samples:
+        run, what = open_run(args.run, args.device), f"samples from {args.samples}"
+        with np.load(args.samples) as stored:
+            if "images" not in stored.files:
+                raise UsageError(f"{args.samples} holds no 'images' array (write it with sample --out x.npz)")
+            images = torch.from_numpy(stored["images"])
+            labels = torch.from_numpy(stored["labels"]) if "labels" in stored.files else None
+        labels = labels if labels is not None and labels.dtype != torch.bool and labels.ndim == 1 else None
+    else:
+        run, plan, sampler, classifier, scale = sampling_request(args, default_num=1000)
+        samples, labels = draw(args, run, plan, sampler, classifier, scale)
+        images, what = to_uint8(samples), repr(sampler)
+    result = evaluate_images(
+        images, labels, real_data(run, args.real_num, args.seed), network, args.seed, args.pairs
+    )
+    result.update(run=str(run.run_dir), step=run.step, samples=what)
+    print(format_evaluation(result))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _numbers(text: str, kind, option: str) -> list:
+    try:
+        return [None if part.strip() in ("", "default") else kind(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{option} must be comma-separated numbers, got {text!r}") from None
+
+
+def sweep(args) -> int:
+    """``ddpmlab sweep``: samplers x steps x guidance scales, each timed and measured."""
+    from ddpmlab.runs import open_run, plan_conditions
+    from ddpmlab.runs.evaluate import load_feature_network, real_data
+    from ddpmlab.runs.sweep import sweep_run, write_sweep
+    from ddpmlab.sampling import SAMPLERS
+
+    samplers = names(args.sampler, "--sampler")
+    unknown = [name for name in samplers if name not in SAMPLERS]
+    if unknown:
+        raise UsageError(f"--sampler: unknown {', '.join(unknown)}; choose from {', '.join(SAMPLERS)}")
+    steps, guidances = _numbers(args.steps, int, "--steps"), _numbers(args.guidance, float, "--guidance")
+    from ddpmlab.export import check_destination
+
+    check_destination(args.out, folder=True)
+    network = load_feature_network(args.features, args.device)
+    run = open_run(args.run, args.device)
+    plan = plan_conditions(run, args.num, args.labels, None)
+    real = real_data(run, args.real_num, args.seed)
+    rows = sweep_run(
+        run, network, real, samplers, steps, guidances, plan.num, plan.labels, args.seed, progress=True
+    )
+    context = {
+        "run": str(run.run_dir),
+        "step": run.step,
+        "N": plan.num,
+        "features": args.features,
+        "seed": args.seed,
+    }
+    paths = write_sweep(rows, args.out, context)
+    print((Path(args.out) / "sweep.md").read_text())
+    print("wrote " + ", ".join(str(path) for path in paths.values()))
+    return 0
