@@ -470,3 +470,30 @@ def test_uint8_round_trip():
     assert to_uint8(torch.zeros(3, 2, 2)).shape == (2, 2, 3)
     with pytest.raises(ValueError, match="uint8"):
         from_uint8(torch.zeros(1, 2, 2, 3))
+
+
+def test_faces_are_100_real_lfw_faces_offline():
+    faces = build_image_dataset("faces")
+    assert len(faces) == 100 and faces.shape == (1, 25, 25) and faces.num_classes == 0
+    x, label = faces[0]
+    assert x.dtype == torch.float32 and -1.0 <= x.min() < x.max() <= 1.0 and label == 0
+    assert build_image_dataset("faces", image_size=32).shape == (1, 32, 32)
+    from skimage.data import lfw_subset
+
+    first = np.rint(lfw_subset()[0] * 255.0)  # the same pixels, mapped onto [-1, 1]
+    torch.testing.assert_close(x[0].double(), torch.from_numpy(first) / 127.5 - 1.0)
+
+
+def test_faces_without_scikit_image_is_one_line(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_skimage(name, *args, **kwargs):
+        if name.startswith("skimage"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_skimage)
+    with pytest.raises(DataError, match=r"faces needs scikit-image: pip install 'ddpmlab\[data\]'"):
+        build_image_dataset("faces")

