@@ -14,8 +14,9 @@ toy configs' schedule), 20,000 samples, per seed the same x_T for every determin
 - 2-D mixtures: sliced W1 (256 directions) to a fresh exact sample over the median of the same distance
   between two exact samples (3 seeds).
 
-Samplers: DDPM (fixed_small, fixed_large), DDIM (eta 0), DPM-Solver++ 1M/2M/3M and Heun, each at the
-spacings that matter for it. NFE targets 5 ... 1000; Heun takes K = (NFE + 1) / 2 steps (2K - 1 NFE).
+Samplers: DDPM (fixed_small, fixed_large), DDIM (eta 0), DPM-Solver++ 1M/2M/3M, its SDE form
+SDE-DPM-Solver++(2M) and Heun, each at the spacings that matter for it. NFE targets 5 ... 1000; Heun
+takes K = (NFE + 1) / 2 steps (2K - 1 NFE).
 
 The ``TUNING`` mixtures are the ones the toy configs' defaults were chosen on; ``HELD_OUT`` mixtures
 (fixed before any measurement) are measured only for the candidate defaults, to check the choice on data
@@ -69,6 +70,8 @@ VARIANTS: list[tuple[str, str, dict, list[int]]] = [
     ("dpm++2m", "dpm++2m", {}, NFE),
     ("dpm++3m", "dpm++3m", {}, NFE),
     ("heun", "heun", {}, NFE),
+    ("sde-dpm++2m", "sde-dpm++2m", {}, NFE),
+    ("sde-dpm++2m logsnr", "sde-dpm++2m", {"spacing": "logsnr"}, SHORT),
     ("dpm++2m logsnr", "dpm++2m", {"spacing": "logsnr"}, SHORT),
     ("dpm++3m logsnr", "dpm++3m", {"spacing": "logsnr"}, SHORT),
     ("heun logsnr", "heun", {"spacing": "logsnr"}, SHORT),
@@ -273,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument(
         "--smoke", action="store_true", help="a tiny run (for the tests): 400 samples, NFE 5 and 10"
     )
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="seeds of the grid")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4], help="seeds of the grid")
     parser.add_argument("--held-out-seeds", type=int, default=10, help="seeds 0..S-1 for the held-out check")
     parser.add_argument(
         "--part",

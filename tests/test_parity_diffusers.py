@@ -531,3 +531,28 @@ def test_heun_full_loop_parity(spacing, num_steps, prediction):
     assert calls == sampler.num_evaluations == 2 * num_steps - 1
     error = report(f"Heun {num_steps} steps {spacing} {prediction}", relative_error(ours, x), "relative")
     assert error <= DPM_TOL
+
+
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("num_steps", [10, 25])
+def test_sde_dpm_solver_full_loop_parity(order, num_steps):
+    """The stochastic form against diffusers' ``sde-dpmsolver++`` given the same noise at every step (our
+    loop draws x_T and then one noise per step but the last from one generator; diffusers takes them as
+    ``variance_noise``)."""
+    schedule = make_schedule("linear", T)
+    model = OptimalDenoiser(MIXTURE, schedule)
+    sampler = DPMSolverSampler(GaussianDiffusion(schedule), num_steps, order=order, stochastic=True)
+    ours = sampler.sample(model, (64, 1), generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    generator = torch.Generator().manual_seed(9)
+    x = torch.randn(64, 1, generator=generator, dtype=torch.float64)
+    scheduler = dpm_scheduler(order, algorithm_type="sde-dpmsolver++")
+    scheduler.set_timesteps(num_steps)
+    timesteps = scheduler.timesteps.tolist()
+    for position, t in enumerate(timesteps):
+        last = position == len(timesteps) - 1
+        noise = (
+            torch.zeros_like(x) if last else torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        )
+        x = scheduler.step(model(x, torch.full((64,), t)), t, x, variance_noise=noise).prev_sample
+    label = f"SDE-DPM-Solver++({order}M) {num_steps} steps, mixture oracle, the same noise"
+    assert report(label, relative_error(ours, x), "relative") <= DPM_TOL

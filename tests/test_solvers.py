@@ -23,11 +23,11 @@ from ddpmlab import DPMSolverSampler, HeunSampler
 from ddpmlab.data.toy import GaussianMixture, OptimalDenoiser
 from ddpmlab.diffusion import GaussianDiffusion
 from ddpmlab.guidance import ClassifierFreeGuidance
-from ddpmlab.sampling import SAMPLERS, DDIMSampler, Prediction, make_sampler, sampler_options
+from ddpmlab.sampling import SAMPLERS, DDIMSampler, DDPMSampler, Prediction, make_sampler, sampler_options
 from ddpmlab.schedules import SPACINGS, ScheduleError, make_schedule, respaced_timesteps
 
 MIXTURE = GaussianMixture([-3.0, 0.0, 4.0], [0.5, 1.0, 0.3], [0.3, 0.5, 0.2])
-NEW = ["dpm++1m", "dpm++2m", "dpm++3m", "heun"]
+NEW = ["dpm++1m", "dpm++2m", "dpm++3m", "sde-dpm++2m", "heun"]
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +186,39 @@ def test_dpm_solver_warms_up_through_the_lower_orders(linear):
     # the last step is x0_hat, the first-order step to alpha_bar = 1, for every order
     for order in (1, 2, 3):
         torch.testing.assert_close(records[order][-1].x_prev, records[order][-1].x0, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("spacing", ["trailing", "logsnr"])
+def test_stochastic_dpm_solver_order_1_is_ddpm_fixed_small(linear, spacing):
+    """The SDE form's first-order step is DDPM's posterior step: the same samples from the same seeds."""
+    diffusion = GaussianDiffusion(linear)
+    model = OptimalDenoiser(MIXTURE, linear)
+    outputs = [
+        sampler.sample(model, (128, 1), generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+        for sampler in (
+            DDPMSampler(diffusion, 25, spacing=spacing),
+            DPMSolverSampler(diffusion, 25, order=1, stochastic=True, spacing=spacing),
+        )
+    ]
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=1e-10)
+
+
+def test_stochastic_dpm_solver_2m_is_ddpm_plus_the_midpoint_correction(linear):
+    sde = DPMSolverSampler(GaussianDiffusion(linear), 10, order=2, stochastic=True)
+    ddpm = DDPMSampler(GaussianDiffusion(linear), 10)
+    g = torch.Generator().manual_seed(8)
+    x, m0, m1, z = (torch.randn(5, 2, generator=g, dtype=torch.float64) for _ in range(4))
+    index = 4
+    ab = [sde.schedule.alphas_cumprod[i].item() for i in (index - 1, index, index + 1)]
+    lam = [0.5 * math.log(a / (1 - a)) for a in ab]
+    h, h0 = lam[0] - lam[1], lam[1] - lam[2]
+    expected = ddpm.step(x, index, Prediction(x, m0), noise=z) + math.sqrt(ab[0]) * (
+        1 - math.exp(-2 * h)
+    ) * h / (2 * h0) * (m0 - m1)
+    out = sde.step(x, index, Prediction(x, m0), noise=z, history=(Prediction(x, m1),))
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="orders 1 and 2 only"):
+        DPMSolverSampler(GaussianDiffusion(linear), 10, order=3, stochastic=True)
 
 
 def test_dpm_solver_2m_step_is_algorithm_2_by_hand(linear):
@@ -374,6 +407,9 @@ def test_per_sample_generators_make_samples_independent_of_batching(linear, name
     torch.testing.assert_close(parts, whole, rtol=0, atol=1e-6)
     again = sampler.sample(model, (8, 1), generator=generators(range(8)))
     assert torch.equal(again, whole) and whole.unique().numel() == 8
+    x_T = torch.randn(8, 1, generator=torch.Generator().manual_seed(0))
+    one, other = (sampler.sample(model, (8, 1), x_T=x_T, generator=generators([s] * 8)) for s in (1, 2))
+    assert torch.equal(one, other) != (name == "sde-dpm++2m")  # only the SDE uses the generator after x_T
 
 
 @pytest.mark.parametrize("prediction", ["x0", "v"])
@@ -456,9 +492,10 @@ def test_heun_second_evaluation_runs_with_autograd_for_classifier_guidance(linea
 
 def test_make_sampler_names_defaults_and_options(linear):
     diffusion = GaussianDiffusion(linear)
-    for name, order in (("dpm++1m", 1), ("dpm++2m", 2), ("dpm++3m", 3)):
+    for name, order in (("dpm++1m", 1), ("dpm++2m", 2), ("dpm++3m", 3), ("sde-dpm++2m", 2)):
         sampler = make_sampler(name, diffusion, 15, clip_x0=2.0, spacing="logsnr")
         assert isinstance(sampler, DPMSolverSampler) and sampler.order == order
+        assert sampler.stochastic == name.startswith("sde")
         assert sampler.num_steps == 15 and sampler.clip_x0 == 2.0 and sampler.spacing == "logsnr"
     assert make_sampler("dpm++2m", diffusion).num_steps == DPMSolverSampler(diffusion).num_steps
     heun = make_sampler("heun", diffusion)
@@ -490,7 +527,8 @@ def test_make_sampler_names_defaults_and_options(linear):
         (
             "euler",
             {},
-            r"unknown sampler 'euler'; choose one of ddpm, ddim, dpm\+\+1m, dpm\+\+2m, dpm\+\+3m, heun",
+            r"unknown sampler 'euler'; choose one of ddpm, ddim, dpm\+\+1m, dpm\+\+2m, dpm\+\+3m, "
+            r"sde-dpm\+\+2m, heun",
         ),
     ],
 )

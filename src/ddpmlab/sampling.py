@@ -413,6 +413,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "dpm++1m": DPMSolverSampler,
     "dpm++2m": DPMSolverSampler,
     "dpm++3m": DPMSolverSampler,
+    "sde-dpm++2m": DPMSolverSampler,
     "heun": HeunSampler,
 }
 """Every sampler by name (name -> class; several DPM-Solver++ names share a class, see ``_FIXED``)."""
@@ -422,6 +423,7 @@ _FIXED: dict[str, dict[str, Any]] = {
     "dpm++1m": {"order": 1},
     "dpm++2m": {"order": 2},
     "dpm++3m": {"order": 3},
+    "sde-dpm++2m": {"order": 2, "stochastic": True},
 }
 _OPTIONS: dict[str, tuple[str, ...]] = {
     "ddpm": ("variance", "clip_x0", "spacing"),
@@ -429,6 +431,7 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
     "dpm++1m": ("clip_x0", "spacing"),
     "dpm++2m": ("clip_x0", "spacing"),
     "dpm++3m": ("clip_x0", "spacing"),
+    "sde-dpm++2m": ("clip_x0", "spacing"),
     "heun": ("clip_x0", "spacing"),
 }
 
@@ -445,7 +448,8 @@ def _check_name(name: str) -> None:
 
 
 def make_sampler(name: str, diffusion: GaussianDiffusion, num_steps: int | None = None, **options) -> Sampler:
-    """Build a sampler by name: ``ddpm``, ``ddim``, ``dpm++1m``, ``dpm++2m``, ``dpm++3m`` or ``heun``.
+    """Build a sampler by name: ``ddpm``, ``ddim``, ``dpm++1m``, ``dpm++2m``, ``dpm++3m``, ``sde-dpm++2m``
+    (stochastic) or ``heun``.
 
     Args:
         num_steps: K; None for the class's default (DDPM: all T steps, DDIM: 50, DPM-Solver++: 20,

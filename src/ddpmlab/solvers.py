@@ -37,7 +37,7 @@ import math
 import torch
 
 from ddpmlab.diffusion import GaussianDiffusion
-from ddpmlab.sampling import Sampler, _accumulate
+from ddpmlab.sampling import Sampler, _accumulate, _add_scaled_noise
 from ddpmlab.schedules import Spacing
 
 __all__ = ["DPMSolverSampler", "HeunSampler", "DPM_SOLVER_ORDERS"]
@@ -46,7 +46,8 @@ DPM_SOLVER_ORDERS = (1, 2, 3)
 
 
 class DPMSolverSampler(Sampler):
-    """DPM-Solver++ multistep (data prediction), Lu et al. (2022), orders 1 to 3, one evaluation per step.
+    """DPM-Solver++ multistep (data prediction), Lu et al. (2022), orders 1 to 3, one evaluation per step;
+    with ``stochastic=True`` its SDE form, orders 1 and 2.
 
     Step from schedule index i (time s, the current x) to i-1 (time t), h = lambda_t - lambda_s > 0,
     m0 = x0_hat at s, m1 and m2 the predictions of the two previous steps (at lambda_s - h0 and
@@ -62,14 +63,22 @@ class DPMSolverSampler(Sampler):
       x_t = (sigma_t / sigma_s) x_s
             + alpha_t [ (1 - e^-h) m0 + (h - 1 + e^-h) (d01 + h0 d012) + 2 (h^2 / 2 - h + 1 - e^-h) d012 ].
 
+    Stochastic (the SDE variant of DPM-Solver++ by the same authors, diffusers' ``sde-dpmsolver++``): the
+    reverse SDE's exact solution with x0_hat constant is DDPM's posterior step (``fixed_small``),
+      x_t = (sigma_t / sigma_s) e^-h x_s + alpha_t (1 - e^-2h) m0 + sigma_t sqrt(1 - e^-2h) z,
+    and order 2 adds the same midpoint correction, alpha_t (1 - e^-2h) (m0 - m1) / (2 r). Unlike the ODE,
+    the SDE forgets errors in its starting point: x_T ~ N(0, I) is not exactly q(x_T) (alpha_bar_T > 0),
+    and a deterministic solver carries that mismatch to its samples (measured in
+    ``benchmarks/results/solvers_oracle.md``), a stochastic one mostly removes it.
+
     The first steps lack history and use the highest order it allows (1, then 2); the last step, to
     sigma = 0, is of order 1 (see the module docstring). Note on diffusers' ``DPMSolverMultistepScheduler``
     (and the reference code of Lu et al.): their third-order step weights the d012 term by half of the
     exact integral above, which makes it a second-order method asymptotically (measured in
     ``tests/test_solvers.py``); this class uses the exact weight, and is otherwise step-for-step the same
-    as diffusers with ``algorithm_type="dpmsolver++"``, ``solver_type="midpoint"``,
-    ``final_sigmas_type="zero"`` and ``lower_order_final=False`` (diffusers by default also lowers the
-    order of the last two steps when K < 15; this class does not).
+    as diffusers with ``algorithm_type="dpmsolver++"`` (or ``"sde-dpmsolver++"``),
+    ``solver_type="midpoint"``, ``final_sigmas_type="zero"`` and ``lower_order_final=False`` (diffusers by
+    default also lowers the order of the last two steps when K < 15; this class does not).
 
     With ``clip_x0`` the clamped x0 is what the polynomial goes through: the clamp is not smooth, so
     where it acts the solver is only first order.
@@ -77,11 +86,12 @@ class DPMSolverSampler(Sampler):
     Args:
         diffusion: the diffusion the model was trained with.
         num_steps: K, the number of steps and of model evaluations (default 20).
-        order: 1, 2 or 3.
+        order: 1, 2 or 3 (1 or 2 when stochastic).
+        stochastic: the SDE form (noise drawn from the sampling generator at every step but the last).
         clip_x0, spacing: as for every :class:`~ddpmlab.sampling.Sampler`.
 
     Raises:
-        ValueError: an order other than 1, 2, 3 (and the base class's errors).
+        ValueError: an order other than 1, 2, 3, or 3 with ``stochastic`` (and the base class's errors).
     """
 
     def __init__(
@@ -91,10 +101,14 @@ class DPMSolverSampler(Sampler):
         order: int = 2,
         clip_x0: float | None = None,
         spacing: Spacing = "trailing",
+        stochastic: bool = False,
     ) -> None:
         if order not in DPM_SOLVER_ORDERS:
             raise ValueError(f"DPM-Solver++ order must be 1, 2 or 3, got {order!r}")
+        if stochastic and order == 3:
+            raise ValueError("the stochastic (SDE) DPM-Solver++ has orders 1 and 2 only")
         self.order = int(order)
+        self.stochastic = bool(stochastic)
         self.history_length = self.order - 1
         super().__init__(diffusion, num_steps, clip_x0, spacing)
 
@@ -105,21 +119,25 @@ class DPMSolverSampler(Sampler):
         sigma_to = (1.0 - s.alphas_cumprod_prev).sqrt().tolist()
         lam = [math.log(a / b) for a, b in zip(alpha, sigma, strict=True)]
         K = len(alpha)
-        table = {name: [0.0] * K for name in ("ratio", "a0", "mid", "a1", "b3")}
+        table = {name: [0.0] * K for name in ("ratio", "a0", "std", "mid", "a1", "b3")}
         for i in range(K):
-            table["ratio"][i] = sigma_to[i] / sigma[i]
-            # alpha_t (1 - e^-h) with e^-h = (alpha_s / sigma_s) (sigma_t / alpha_t): finite at sigma_t = 0
-            table["a0"][i] = alpha_to[i] - sigma_to[i] * alpha[i] / sigma[i]
-            if i == 0:
-                continue  # the last step is first order: h is infinite
-            h = lam[i - 1] - lam[i]
-            if i + 1 < K:  # one previous prediction exists: second order
-                h0 = lam[i] - lam[i + 1]
-                table["mid"][i] = table["a0"][i] * h / (2.0 * h0)
-                table["a1"][i] = alpha_to[i] * (h + math.expm1(-h))  # alpha_t (h - 1 + e^-h)
-                if i + 2 < K:  # two previous predictions: third order
-                    a2 = alpha_to[i] * (0.5 * h * h - h - math.expm1(-h))  # alpha_t (h^2/2 - h + 1 - e^-h)
-                    table["b3"][i] = table["a1"][i] * h0 + 2.0 * a2
+            # e^-h = (alpha_s / sigma_s) (sigma_t / alpha_t), written out so that sigma_t = 0 is finite
+            decay = sigma_to[i] * alpha[i] / (sigma[i] * alpha_to[i])
+            if self.stochastic:
+                table["ratio"][i] = sigma_to[i] / sigma[i] * decay
+                table["a0"][i] = alpha_to[i] * (1.0 - decay * decay)  # alpha_t (1 - e^-2h)
+                table["std"][i] = sigma_to[i] * math.sqrt(max(1.0 - decay * decay, 0.0))
+            else:
+                table["ratio"][i] = sigma_to[i] / sigma[i]
+                table["a0"][i] = alpha_to[i] * (1.0 - decay)  # alpha_t (1 - e^-h)
+            if i == 0 or i + 1 == K:
+                continue  # the last step is first order (h is infinite); the first has no history
+            h, h0 = lam[i - 1] - lam[i], lam[i] - lam[i + 1]
+            table["mid"][i] = table["a0"][i] * h / (2.0 * h0)
+            table["a1"][i] = alpha_to[i] * (h + math.expm1(-h))  # alpha_t (h - 1 + e^-h)
+            if i + 2 < K:  # two previous predictions: third order
+                a2 = alpha_to[i] * (0.5 * h * h - h - math.expm1(-h))  # alpha_t (h^2/2 - h + 1 - e^-h)
+                table["b3"][i] = table["a1"][i] * h0 + 2.0 * a2
         table["h0"] = [lam[i] - lam[i + 1] if i + 1 < K else math.nan for i in range(K)]
         table["h1"] = [lam[i + 1] - lam[i + 2] if i + 2 < K else math.nan for i in range(K)]
         return {name: torch.tensor(values, dtype=torch.float64) for name, values in table.items()}
@@ -130,7 +148,8 @@ class DPMSolverSampler(Sampler):
 
     def step(self, x_t, index, prediction, noise=None, generator=None, history=(), predict=None):
         """One DPM-Solver++ step (see the class docstring); ``history`` holds the previous steps'
-        predictions, oldest first. Deterministic: ``noise`` and ``generator`` are not used."""
+        predictions, oldest first. Only the stochastic form uses ``noise`` / ``generator``, at every
+        step but the last."""
         c = self._coefficients
         m0 = prediction.x0
         order = self.order_at(index, len(history))
@@ -143,10 +162,13 @@ class DPMSolverSampler(Sampler):
             d012 = (d01 - (m1 - m2) / c["h1"][index]) / (c["h0"][index] + c["h1"][index])
             x_prev = _accumulate(x_prev, d01 * c["a1"][index])
             x_prev = _accumulate(x_prev, d012 * c["b3"][index])
+        if self.stochastic and index > 0:
+            x_prev = _add_scaled_noise(x_prev, c["std"][index], noise, generator)
         return x_prev
 
     def __repr__(self) -> str:
-        return f"DPMSolverSampler(steps={self.num_steps}, order={self.order}, clip_x0={self.clip_x0})"
+        kind = ", stochastic" if self.stochastic else ""
+        return f"DPMSolverSampler(steps={self.num_steps}, order={self.order}{kind}, clip_x0={self.clip_x0})"
 
 
 class HeunSampler(Sampler):
