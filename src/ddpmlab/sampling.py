@@ -201,6 +201,11 @@ class Sampler:
     ) -> Iterator[SamplerStep]:
         """Run the reverse process, yielding every step (noisiest first).
 
+        Each step calls the model once at (x, index) and hands :meth:`step` that prediction, the
+        predictions of the previous ``history_length`` steps, and ``predict(x, index)`` for methods that
+        call the model again within a step (Heun). Yields a :class:`SamplerStep` per step; the last
+        one's ``x_prev`` is the sample [B, ...].
+
         Args:
             model: ``model(x_t, t[, cond])`` -> prediction shaped like x_t (see GaussianDiffusion).
             shape: [B, ...] of the samples.
