@@ -343,8 +343,8 @@ def measured_slopes(build, steps, reference) -> list[float]:
 
 
 # K chosen in the asymptotic regime of each solver on this problem, below where the integer timesteps
-# of the fine schedule start to limit the steps (measured: ddim 1.01 1.01, dpm++2m 1.99 1.99,
-# dpm++3m 3.20 3.06, heun 2.07 2.03).
+# of the fine schedule start to limit the steps (measured: ddim 1.04 1.01, dpm++2m 2.09 1.99,
+# dpm++3m 3.31 3.20, heun 2.14 2.07).
 ORDERS = {
     "ddim": (1, [40, 80, 160], (0.9, 1.15)),
     "dpm++2m": (2, [40, 80, 160], (1.85, 2.2)),
