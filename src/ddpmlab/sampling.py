@@ -1,8 +1,11 @@
-"""Samplers of the reverse process: DDPM ancestral sampling and DDIM.
+"""Samplers of the reverse process: DDPM ancestral sampling and DDIM (DPM-Solver++ and Heun live in
+:mod:`ddpmlab.solvers`).
 
-Both walk a (possibly respaced) schedule from its last index K-1 down to 0 with one shared loop,
+All of them walk a (possibly respaced) schedule from its last index K-1 down to 0 with one shared loop,
 :meth:`Sampler.steps`, a generator that yields every step (for trajectories, animations and progress
-bars). Subclasses only say how one step moves x_t to x_{t-1} given the model's (eps, x0) prediction:
+bars). Subclasses only say how one step moves x_t to x_{t-1} given the model's (eps, x0) prediction
+(and, for multistep solvers, the predictions of the previous steps; for Heun, a way to call the model
+once more):
 
 - :class:`DDPMSampler`, Ho et al. (2020) Algorithm 2:
   x_{t-1} = mu_tilde(x_t, x0_hat) + sigma_t z, with sigma_t^2 = beta_tilde_t ("fixed_small") or
@@ -24,9 +27,19 @@ import torch
 from ddpmlab.diffusion import GaussianDiffusion, Generator, Prediction, randn
 from ddpmlab.schedules import Spacing, respace
 
-__all__ = ["Sampler", "DDPMSampler", "DDIMSampler", "SamplerStep", "VARIANCE_TYPES", "make_sampler"]
+__all__ = [
+    "Sampler",
+    "DDPMSampler",
+    "DDIMSampler",
+    "SamplerStep",
+    "SAMPLERS",
+    "VARIANCE_TYPES",
+    "make_sampler",
+    "sampler_options",
+]
 
 VarianceType = Literal["fixed_small", "fixed_large"]
+PredictFn = Callable[[torch.Tensor, int], Prediction]
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
 
 
@@ -64,7 +77,19 @@ class Sampler:
         num_steps: K, how many reverse steps to take; the schedule is respaced to K steps
             (``spacing``, see :func:`ddpmlab.schedules.respaced_timesteps`). None: every training step.
         clip_x0: clamp the predicted x0 to [-clip_x0, clip_x0] (1.0 for images in [-1, 1]); None: no clamp.
+        spacing: which K of the T timesteps to visit (:func:`ddpmlab.schedules.respaced_timesteps`).
+
+    Raises:
+        ValueError: clip_x0 <= 0; ``leading`` spacing with one step (it would visit t = 0 only).
+        ScheduleError: an unknown spacing, or num_steps outside [1, T].
+
+    Class attributes a subclass may set: ``history_length``, how many previous steps' predictions
+    :meth:`step` receives (multistep solvers); ``evaluations_per_step``, model calls per step but the
+    last (see :attr:`num_evaluations`).
     """
+
+    history_length = 0
+    evaluations_per_step = 1
 
     def __init__(
         self,
@@ -76,6 +101,11 @@ class Sampler:
         if clip_x0 is not None and clip_x0 <= 0:
             raise ValueError(f"clip_x0 must be positive, got {clip_x0}")
         num_steps = diffusion.num_timesteps if num_steps is None else num_steps
+        if spacing == "leading" and num_steps == 1 and diffusion.num_timesteps > 1:
+            raise ValueError(
+                "leading spacing with one step visits t = 0 only (it would return the noise nearly "
+                "unchanged); use trailing, linspace or logsnr spacing"
+            )
         self.train_diffusion = diffusion
         self.schedule = respace(diffusion.schedule, num_steps, spacing)
         self.diffusion = GaussianDiffusion(self.schedule, diffusion.prediction)
@@ -92,6 +122,13 @@ class Sampler:
     def timesteps(self) -> list[int]:
         """The original timesteps visited, in the order they are visited (noisiest first)."""
         return self.schedule.timesteps.flip(0).tolist()
+
+    @property
+    def num_evaluations(self) -> int:
+        """How many times :meth:`sample` calls the model (NFE): one per step, except for solvers that
+        evaluate it ``evaluations_per_step`` times per step (Heun: twice) and once at the last step.
+        A guided model counts once per call (classifier-free guidance batches its two branches)."""
+        return self.evaluations_per_step * (self.num_steps - 1) + 1
 
     def _per_step_coefficients(self) -> dict[str, list[float]]:
         """Every scalar a step needs, gathered once as Python floats (no device syncs in the loop)."""
@@ -136,11 +173,19 @@ class Sampler:
         prediction: Prediction,
         noise: torch.Tensor | None = None,
         generator: Generator = None,
+        history: tuple[Prediction, ...] = (),
+        predict: PredictFn | None = None,
     ) -> torch.Tensor:
-        """Move x_t at schedule index ``index`` to the next lower noise level.
+        """Move x_t [B, ...] at schedule index ``index`` to the next lower noise level.
 
-        ``noise`` (standard normal, like x_t) may be given to make the step deterministic; otherwise
-        it is drawn from ``generator`` when the step needs any.
+        Args:
+            prediction: the model's (eps, x0) at (x_t, index).
+            noise: standard normal like x_t, to make a stochastic step deterministic; otherwise drawn
+                from ``generator`` when the step needs any.
+            history: the predictions of the previous ``history_length`` steps, oldest first (at indices
+                ..., index + 2, index + 1); shorter at the start of the loop. One-step methods ignore it.
+            predict: ``predict(x, index) -> Prediction``, the model at another point of this step
+                (Heun's corrector); the loop passes it. One-evaluation methods ignore it.
         """
         raise NotImplementedError
 
@@ -156,6 +201,11 @@ class Sampler:
     ) -> Iterator[SamplerStep]:
         """Run the reverse process, yielding every step (noisiest first).
 
+        Each step calls the model once at (x, index) and hands :meth:`step` that prediction, the
+        predictions of the previous ``history_length`` steps, and ``predict(x, index)`` for methods that
+        call the model again within a step (Heun). Yields a :class:`SamplerStep` per step; the last
+        one's ``x_prev`` is the sample [B, ...].
+
         Args:
             model: ``model(x_t, t[, cond])`` -> prediction shaped like x_t (see GaussianDiffusion).
             shape: [B, ...] of the samples.
@@ -167,11 +217,20 @@ class Sampler:
         if x_T is None:
             x_T = randn(tuple(shape), generator, device, dtype)
         x = x_T
+        history: tuple[Prediction, ...] = ()
         with _grad_context(model):
             model_timesteps = self._model_timesteps(x.shape[0], x.device)
+
+            def predict(x_: torch.Tensor, index_: int) -> Prediction:
+                return self.predict(model, x_, index_, cond, model_timesteps[index_])
+
             for index in range(self.num_steps - 1, -1, -1):
-                prediction = self.predict(model, x, index, cond, model_timesteps[index])
-                x_prev = self.step(x, index, prediction, generator=generator)
+                prediction = predict(x, index)
+                x_prev = self.step(
+                    x, index, prediction, generator=generator, history=history, predict=predict
+                )
+                if self.history_length:
+                    history = (history + (prediction,))[-self.history_length :]
                 yield SamplerStep(
                     index=index,
                     timestep=self._original_timesteps[index],
@@ -268,7 +327,7 @@ class DDPMSampler(Sampler):
             "std": (0.5 * log_variance).exp(),
         }
 
-    def step(self, x_t, index, prediction, noise=None, generator=None):
+    def step(self, x_t, index, prediction, noise=None, generator=None, history=(), predict=None):
         c = self._coefficients
         # In place on this step's own temporaries: the same roundings as coef_x0 * x0 + coef_xt * x_t.
         mean = _accumulate(prediction.x0 * c["coef_x0"][index], x_t * c["coef_xt"][index])
@@ -315,7 +374,7 @@ class DDIMSampler(Sampler):
             "sigma": sigma,
         }
 
-    def step(self, x_t, index, prediction, noise=None, generator=None):
+    def step(self, x_t, index, prediction, noise=None, generator=None, history=(), predict=None):
         c = self._coefficients
         x_prev = _accumulate(prediction.x0 * c["coef_x0"][index], prediction.eps * c["coef_eps"][index])
         sigma = c["sigma"][index]
@@ -349,13 +408,70 @@ def _add_scaled_noise(
     return _accumulate(x, noise)
 
 
-SAMPLERS = {"ddpm": DDPMSampler, "ddim": DDIMSampler}
+# The new solvers subclass Sampler, so they are imported once everything above exists (importing
+# ddpmlab.solvers first works too: the package imports this module before it).
+from ddpmlab.solvers import DPMSolverSampler, HeunSampler  # noqa: E402
+
+SAMPLERS: dict[str, type[Sampler]] = {
+    "ddpm": DDPMSampler,
+    "ddim": DDIMSampler,
+    "dpm++1m": DPMSolverSampler,
+    "dpm++2m": DPMSolverSampler,
+    "dpm++3m": DPMSolverSampler,
+    "sde-dpm++2m": DPMSolverSampler,
+    "heun": HeunSampler,
+}
+"""Every sampler by name (name -> class; several DPM-Solver++ names share a class, see ``_FIXED``)."""
+
+# What a name fixes, and the keyword options each name accepts besides num_steps.
+_FIXED: dict[str, dict[str, Any]] = {
+    "dpm++1m": {"order": 1},
+    "dpm++2m": {"order": 2},
+    "dpm++3m": {"order": 3},
+    "sde-dpm++2m": {"order": 2, "stochastic": True},
+}
+_OPTIONS: dict[str, tuple[str, ...]] = {
+    "ddpm": ("variance", "clip_x0", "spacing"),
+    "ddim": ("eta", "clip_x0", "spacing"),
+    "dpm++1m": ("clip_x0", "spacing"),
+    "dpm++2m": ("clip_x0", "spacing"),
+    "dpm++3m": ("clip_x0", "spacing"),
+    "sde-dpm++2m": ("clip_x0", "spacing"),
+    "heun": ("clip_x0", "spacing"),
+}
+
+
+def sampler_options(name: str) -> tuple[str, ...]:
+    """The keyword options :func:`make_sampler` accepts for sampler ``name`` (besides num_steps)."""
+    _check_name(name)
+    return _OPTIONS[name]
+
+
+def _check_name(name: str) -> None:
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
 def make_sampler(name: str, diffusion: GaussianDiffusion, num_steps: int | None = None, **options) -> Sampler:
-    """Build a sampler by name (``ddpm`` or ``ddim``)."""
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    if name == "ddim" and num_steps is None:
-        num_steps = 50
-    return SAMPLERS[name](diffusion, num_steps, **options)
+    """Build a sampler by name: ``ddpm``, ``ddim``, ``dpm++1m``, ``dpm++2m``, ``dpm++3m``, ``sde-dpm++2m``
+    (stochastic) or ``heun``.
+
+    Args:
+        num_steps: K; None for the class's default (DDPM: all T steps, DDIM: 50, DPM-Solver++: 20,
+            Heun: 10, i.e. 19 evaluations).
+        options: the keyword options of that sampler, :func:`sampler_options` (``variance`` for ddpm
+            only, ``eta`` for ddim only; ``clip_x0`` and ``spacing`` for all).
+
+    Raises:
+        ValueError: an unknown name, or an option the sampler does not take (named in the message).
+    """
+    _check_name(name)
+    unknown = [key for key in options if key not in _OPTIONS[name]]
+    if unknown:
+        raise ValueError(
+            f"sampler {name!r} takes no option {', '.join(map(repr, unknown))}; "
+            f"its options are {', '.join(_OPTIONS[name])}"
+        )
+    if num_steps is not None:
+        options["num_steps"] = num_steps
+    return SAMPLERS[name](diffusion, **options, **_FIXED.get(name, {}))

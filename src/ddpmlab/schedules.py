@@ -52,8 +52,8 @@ __all__ = [
 
 AlphaBarFn = Callable[[torch.Tensor], torch.Tensor]
 ScheduleSpec = Union[str, AlphaBarFn, Sequence[float], np.ndarray, torch.Tensor]  # noqa: UP007
-Spacing = Literal["trailing", "linspace", "leading"]
-SPACINGS = ("trailing", "linspace", "leading")
+Spacing = Literal["trailing", "linspace", "leading", "logsnr"]
+SPACINGS = ("trailing", "linspace", "leading", "logsnr")
 
 # The largest beta any schedule defined through alpha_bar may take: Nichol & Dhariwal (2021, sec. 3.2)
 # clip at 0.999 so that the last step, where alpha_bar -> 0, does not become singular.
@@ -362,17 +362,39 @@ def _check_timesteps(num_timesteps: int) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def respaced_timesteps(num_train_timesteps: int, num_steps: int, spacing: Spacing = "trailing") -> list[int]:
+def respaced_timesteps(
+    num_train_timesteps: int,
+    num_steps: int,
+    spacing: Spacing = "trailing",
+    log_snr: torch.Tensor | None = None,
+) -> list[int]:
     """Which of the T training timesteps a K-step sampler visits, in increasing order.
 
+    Every spacing but ``leading`` visits T-1, the noisiest step the model was trained on, so that a
+    sampler starts where x_T ~ N(0, I) is (nearly) the truth; a one-step sampler visits T-1 alone.
+
     - ``trailing`` (default): K evenly spaced steps counted back from the last one, T-1, T-1-T/K, ...
-      Sampling therefore starts from the noisiest step the model was trained on, where x_T is closest
-      to pure noise. Lin et al. (2024, "Common diffusion noise schedules and sample steps are flawed",
-      table 2) show that the older ``leading`` spacing, which starts at e.g. t = 981 of 1000 for 50
-      steps (diffusers issue 2585), leaves signal in x_T that the sampler never removes.
-    - ``linspace``: K steps evenly spread from 0 to T-1, both ends included.
-    - ``leading``: 0, T/K, 2T/K, ... as in the DDIM paper's code; kept for comparison only. It does not
-      include T-1.
+      Lin et al. (2024, "Common diffusion noise schedules and sample steps are flawed", table 2) show
+      that the older ``leading`` spacing, which starts at e.g. t = 981 of 1000 for 50 steps (diffusers
+      issue 2585), leaves signal in x_T that the sampler never removes. Its last visited step is T/K - 1,
+      so the sampler's final jump to the clean data starts from a noise level that shrinks with K: the
+      default for DDPM and DDIM, which are first order anyway.
+    - ``linspace``: uniform in time, K steps evenly spread from 0 to T-1, both ends included (K = 1: T-1
+      alone). The last visited step is t = 0 whatever K, so the final jump is from the smallest noise
+      level: the spacing under which an ODE solver's error shrinks at its order as K grows.
+    - ``logsnr``: uniform in log-SNR (DPM-Solver's "logSNR" time steps, Lu et al. 2022, sec. 3.3): the
+      steps whose log SNR_t lies nearest K values evenly spread from log SNR_{T-1} to log SNR_0, both
+      ends included. Exponential integrators (DPM-Solver) are written in lambda = log SNR / 2, and equal
+      steps in it give every step the same size h. It spends most steps at low noise (for the linear
+      schedule 6 of K = 20 steps lie below t = 50); where the schedule's log SNR falls faster than one
+      target gap per timestep (near t = 0 for large K) consecutive timesteps are taken instead. Needs
+      ``log_snr``, the schedule's [T] log SNR (``NoiseSchedule.log_snr``).
+    - ``leading``: 0, T/K, 2T/K, ... as in the DDIM paper's code; kept to reproduce older results only.
+      It does not include T-1, and for K = 1 it is [0]: a one-step sampler would take the noise x_T for
+      data at t = 0, so the samplers refuse that combination.
+
+    Raises:
+        ScheduleError: for an unknown spacing, K outside [1, T], or ``logsnr`` without ``log_snr`` [T].
     """
     if spacing not in SPACINGS:
         raise ScheduleError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
@@ -382,12 +404,37 @@ def respaced_timesteps(num_train_timesteps: int, num_steps: int, spacing: Spacin
     if spacing == "trailing":
         steps = np.round(T - np.arange(K) * T / K).astype(np.int64) - 1
     elif spacing == "linspace":
-        steps = np.round(np.linspace(0, T - 1, K)).astype(np.int64)
+        # np.linspace(0, T - 1, 1) is [0]: one step must start from the noisiest timestep instead
+        steps = np.array([T - 1]) if K == 1 else np.round(np.linspace(0, T - 1, K)).astype(np.int64)
+    elif spacing == "logsnr":
+        steps = _log_snr_uniform_steps(T, K, log_snr)
     else:
         steps = np.arange(K, dtype=np.int64) * (T // K)
     steps = sorted(set(int(s) for s in steps))
     if len(steps) != K:  # rounding collisions cannot happen for K <= T, but fail loudly if they do
         raise ScheduleError(f"{spacing} spacing gave {len(steps)} distinct steps instead of {K}")
+    return steps
+
+
+def _log_snr_uniform_steps(T: int, K: int, log_snr: torch.Tensor | None) -> np.ndarray:
+    """K distinct timesteps, 0 and T-1 included (T-1 alone for K = 1), whose log SNR is as close as
+    possible to K values evenly spaced between log SNR_0 and log SNR_{T-1}."""
+    if log_snr is None:
+        raise ScheduleError("logsnr spacing needs the schedule's log SNR (respace passes it)")
+    values = torch.as_tensor(log_snr, dtype=torch.float64).flatten().numpy()
+    if values.shape != (T,) or not bool(np.all(np.diff(values) < 0)):
+        raise ScheduleError(f"logsnr spacing needs a strictly decreasing log SNR of length {T}")
+    if K == 1:
+        return np.array([T - 1])
+    targets = np.linspace(values[0], values[-1], K)
+    # log SNR falls with t: interpolate t(log SNR) on the reversed (increasing) table, then round
+    steps = np.round(np.interp(targets[::-1], values[::-1], np.arange(T)[::-1]))[::-1].astype(np.int64)
+    steps[0], steps[-1] = 0, T - 1
+    for i in range(1, K):  # where rounding merged neighbours, take the next timestep up ...
+        steps[i] = max(steps[i], steps[i - 1] + 1)
+    steps[-1] = T - 1
+    for i in range(K - 2, -1, -1):  # ... and keep the top at T-1 (K <= T leaves room for every step)
+        steps[i] = min(steps[i], steps[i + 1] - 1)
     return steps
 
 
@@ -410,7 +457,7 @@ def respace(
     if isinstance(num_steps, int):
         if num_steps == schedule.num_timesteps:
             return schedule
-        kept = respaced_timesteps(schedule.num_timesteps, num_steps, spacing)
+        kept = respaced_timesteps(schedule.num_timesteps, num_steps, spacing, schedule.log_snr)
     else:
         kept = sorted(int(s) for s in num_steps)
         if not kept or kept[0] < 0 or kept[-1] >= schedule.num_timesteps or len(set(kept)) != len(kept):
