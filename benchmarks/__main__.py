@@ -48,6 +48,10 @@ BENCHMARKS = {
         "benchmarks.kill_resume",
         "kill -9 small CPU trainings at random moments, resume each time; bitwise equal to uninterrupted?",
     ),
+    "solvers": (
+        "benchmarks.solvers_oracle",
+        "exact-oracle W1 over the noise floor against network evaluations for every sampler",
+    ),
     "gpu": (
         "benchmarks.gpu.driver",
         "CIFAR-10 UNet on a GPU: train/sample speed vs diffusers, MFU, memory, loss (--smoke: CPU)",

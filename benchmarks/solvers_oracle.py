@@ -42,7 +42,7 @@ import torch
 from ddpmlab.data.toy import GaussianMixture, mog2d
 from ddpmlab.diffusion import GaussianDiffusion
 from ddpmlab.metrics import sliced_wasserstein, wasserstein_1d_to_cdf
-from ddpmlab.sampling import make_sampler
+from ddpmlab.samplers import make_sampler
 from ddpmlab.schedules import NoiseSchedule, make_schedule
 
 RESULTS = Path(__file__).resolve().parent / "results" / "solvers_oracle"

@@ -20,7 +20,8 @@ from scipy.stats import wasserstein_distance
 
 from ddpmlab.data.toy import GaussianMixture, OptimalDenoiser
 from ddpmlab.diffusion import GaussianDiffusion
-from ddpmlab.sampling import DDIMSampler, DDPMSampler, SamplerStep, make_sampler
+from ddpmlab.samplers import make_sampler
+from ddpmlab.sampling import DDIMSampler, DDPMSampler, SamplerStep
 from ddpmlab.schedules import ScheduleError, make_schedule, respaced_timesteps
 
 T = 1000

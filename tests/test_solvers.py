@@ -23,7 +23,8 @@ from ddpmlab import DPMSolverSampler, HeunSampler
 from ddpmlab.data.toy import GaussianMixture, OptimalDenoiser
 from ddpmlab.diffusion import GaussianDiffusion
 from ddpmlab.guidance import ClassifierFreeGuidance
-from ddpmlab.sampling import SAMPLERS, DDIMSampler, DDPMSampler, Prediction, make_sampler, sampler_options
+from ddpmlab.samplers import SAMPLERS, make_sampler, sampler_options
+from ddpmlab.sampling import DDIMSampler, DDPMSampler, Prediction
 from ddpmlab.schedules import SPACINGS, ScheduleError, make_schedule, respaced_timesteps
 
 MIXTURE = GaussianMixture([-3.0, 0.0, 4.0], [0.5, 1.0, 0.3], [0.3, 0.5, 0.2])

@@ -13,6 +13,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import solvers_oracle  # noqa: E402
+
 from ddpmlab.schedules import make_schedule  # noqa: E402
 
 

@@ -37,7 +37,7 @@ from benchmarks.gpu.denoisers import CompiledDenoiser, GraphedDenoiser, Prepared
 from benchmarks.gpu.report import Context, met, pct
 from ddpmlab.guidance import ClassifierFreeGuidance
 from ddpmlab.runs import build_diffusion
-from ddpmlab.sampling import make_sampler
+from ddpmlab.samplers import make_sampler
 
 
 @dataclass

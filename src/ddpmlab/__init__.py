@@ -11,7 +11,8 @@ The core objects, from the bottom up:
 
 from ddpmlab.diffusion import GaussianDiffusion
 from ddpmlab.guidance import ClassifierFreeGuidance, ClassifierGuidance
-from ddpmlab.sampling import DDIMSampler, DDPMSampler, make_sampler
+from ddpmlab.samplers import make_sampler
+from ddpmlab.sampling import DDIMSampler, DDPMSampler
 from ddpmlab.schedules import NoiseSchedule, make_schedule, respace
 from ddpmlab.solvers import DPMSolverSampler, HeunSampler
 

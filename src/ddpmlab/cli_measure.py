@@ -87,7 +87,7 @@ def sweep(args) -> int:
     from ddpmlab.runs import open_run, plan_conditions
     from ddpmlab.runs.evaluate import load_feature_network, real_data
     from ddpmlab.runs.sweep import sweep_run, write_sweep
-    from ddpmlab.sampling import SAMPLERS
+    from ddpmlab.samplers import SAMPLERS
 
     samplers = names(args.sampler, "--sampler")
     unknown = [name for name in samplers if name not in SAMPLERS]

@@ -126,7 +126,7 @@ def _add_training_parsers(sub) -> None:
 
 def _add_sampling_options(p, num_default: str) -> None:
     from ddpmlab.runs.conditions import TEXT_PER_ROW
-    from ddpmlab.sampling import SAMPLERS
+    from ddpmlab.samplers import SAMPLERS
 
     # --run-dir / --num-samples: the spellings to use after torchrun, whose own parser takes --run and
     # --num for abbreviations of its --run-path and --numa-binding.

@@ -37,7 +37,8 @@ from ddpmlab.plain import (
     typed_value,
     write_plain_yaml,
 )
-from ddpmlab.sampling import SAMPLERS, VARIANCE_TYPES
+from ddpmlab.samplers import SAMPLERS
+from ddpmlab.sampling import VARIANCE_TYPES
 from ddpmlab.schedules import MAX_TIMESTEPS, SPACINGS, ScheduleError, make_schedule, schedule_names
 
 __all__ = [

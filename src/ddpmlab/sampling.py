@@ -32,10 +32,9 @@ __all__ = [
     "DDPMSampler",
     "DDIMSampler",
     "SamplerStep",
-    "SAMPLERS",
     "VARIANCE_TYPES",
-    "make_sampler",
-    "sampler_options",
+    "accumulate",
+    "add_scaled_noise",
 ]
 
 VarianceType = Literal["fixed_small", "fixed_large"]
@@ -330,10 +329,10 @@ class DDPMSampler(Sampler):
     def step(self, x_t, index, prediction, noise=None, generator=None, history=(), predict=None):
         c = self._coefficients
         # In place on this step's own temporaries: the same roundings as coef_x0 * x0 + coef_xt * x_t.
-        mean = _accumulate(prediction.x0 * c["coef_x0"][index], x_t * c["coef_xt"][index])
+        mean = accumulate(prediction.x0 * c["coef_x0"][index], x_t * c["coef_xt"][index])
         if index == 0:  # the last step returns the mean: no noise is added to x_0 (Algorithm 2, line 3)
             return mean
-        return _add_scaled_noise(mean, c["std"][index], noise, generator)
+        return add_scaled_noise(mean, c["std"][index], noise, generator)
 
     def __repr__(self) -> str:
         return f"DDPMSampler(steps={self.num_steps}, variance={self.variance!r}, clip_x0={self.clip_x0})"
@@ -376,17 +375,17 @@ class DDIMSampler(Sampler):
 
     def step(self, x_t, index, prediction, noise=None, generator=None, history=(), predict=None):
         c = self._coefficients
-        x_prev = _accumulate(prediction.x0 * c["coef_x0"][index], prediction.eps * c["coef_eps"][index])
+        x_prev = accumulate(prediction.x0 * c["coef_x0"][index], prediction.eps * c["coef_eps"][index])
         sigma = c["sigma"][index]
         if sigma == 0.0:
             return x_prev
-        return _add_scaled_noise(x_prev, sigma, noise, generator)
+        return add_scaled_noise(x_prev, sigma, noise, generator)
 
     def __repr__(self) -> str:
         return f"DDIMSampler(steps={self.num_steps}, eta={self.eta}, clip_x0={self.clip_x0})"
 
 
-def _accumulate(total: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
+def accumulate(total: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
     """``total + term``, in place on ``total`` (a step's own temporary) when that gives the same tensor:
     the same rounding as the out-of-place sum, one temporary fewer."""
     if term.dtype != total.dtype or term.shape != total.shape:
@@ -395,7 +394,7 @@ def _accumulate(total: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def _add_scaled_noise(
+def add_scaled_noise(
     x: torch.Tensor, scale: float, noise: torch.Tensor | None, generator: Generator
 ) -> torch.Tensor:
     """``x + scale * noise`` with ``x`` a step's own temporary. Noise drawn here (from ``generator``) is
@@ -405,73 +404,4 @@ def _add_scaled_noise(
         noise *= scale
     else:
         noise = noise * scale
-    return _accumulate(x, noise)
-
-
-# The new solvers subclass Sampler, so they are imported once everything above exists (importing
-# ddpmlab.solvers first works too: the package imports this module before it).
-from ddpmlab.solvers import DPMSolverSampler, HeunSampler  # noqa: E402
-
-SAMPLERS: dict[str, type[Sampler]] = {
-    "ddpm": DDPMSampler,
-    "ddim": DDIMSampler,
-    "dpm++1m": DPMSolverSampler,
-    "dpm++2m": DPMSolverSampler,
-    "dpm++3m": DPMSolverSampler,
-    "sde-dpm++2m": DPMSolverSampler,
-    "heun": HeunSampler,
-}
-"""Every sampler by name (name -> class; several DPM-Solver++ names share a class, see ``_FIXED``)."""
-
-# What a name fixes, and the keyword options each name accepts besides num_steps.
-_FIXED: dict[str, dict[str, Any]] = {
-    "dpm++1m": {"order": 1},
-    "dpm++2m": {"order": 2},
-    "dpm++3m": {"order": 3},
-    "sde-dpm++2m": {"order": 2, "stochastic": True},
-}
-_OPTIONS: dict[str, tuple[str, ...]] = {
-    "ddpm": ("variance", "clip_x0", "spacing"),
-    "ddim": ("eta", "clip_x0", "spacing"),
-    "dpm++1m": ("clip_x0", "spacing"),
-    "dpm++2m": ("clip_x0", "spacing"),
-    "dpm++3m": ("clip_x0", "spacing"),
-    "sde-dpm++2m": ("clip_x0", "spacing"),
-    "heun": ("clip_x0", "spacing"),
-}
-
-
-def sampler_options(name: str) -> tuple[str, ...]:
-    """The keyword options :func:`make_sampler` accepts for sampler ``name`` (besides num_steps)."""
-    _check_name(name)
-    return _OPTIONS[name]
-
-
-def _check_name(name: str) -> None:
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-
-
-def make_sampler(name: str, diffusion: GaussianDiffusion, num_steps: int | None = None, **options) -> Sampler:
-    """Build a sampler by name: ``ddpm``, ``ddim``, ``dpm++1m``, ``dpm++2m``, ``dpm++3m``, ``sde-dpm++2m``
-    (stochastic) or ``heun``.
-
-    Args:
-        num_steps: K; None for the class's default (DDPM: all T steps, DDIM: 50, DPM-Solver++: 20,
-            Heun: 10, i.e. 19 evaluations).
-        options: the keyword options of that sampler, :func:`sampler_options` (``variance`` for ddpm
-            only, ``eta`` for ddim only; ``clip_x0`` and ``spacing`` for all).
-
-    Raises:
-        ValueError: an unknown name, or an option the sampler does not take (named in the message).
-    """
-    _check_name(name)
-    unknown = [key for key in options if key not in _OPTIONS[name]]
-    if unknown:
-        raise ValueError(
-            f"sampler {name!r} takes no option {', '.join(map(repr, unknown))}; "
-            f"its options are {', '.join(_OPTIONS[name])}"
-        )
-    if num_steps is not None:
-        options["num_steps"] = num_steps
-    return SAMPLERS[name](diffusion, **options, **_FIXED.get(name, {}))
+    return accumulate(x, noise)

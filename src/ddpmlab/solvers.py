@@ -37,7 +37,7 @@ import math
 import torch
 
 from ddpmlab.diffusion import GaussianDiffusion
-from ddpmlab.sampling import Sampler, _accumulate, _add_scaled_noise
+from ddpmlab.sampling import Sampler, accumulate, add_scaled_noise
 from ddpmlab.schedules import Spacing
 
 __all__ = ["DPMSolverSampler", "HeunSampler", "DPM_SOLVER_ORDERS"]
@@ -153,17 +153,17 @@ class DPMSolverSampler(Sampler):
         c = self._coefficients
         m0 = prediction.x0
         order = self.order_at(index, len(history))
-        x_prev = _accumulate(x_t * c["ratio"][index], m0 * c["a0"][index])
+        x_prev = accumulate(x_t * c["ratio"][index], m0 * c["a0"][index])
         if order == 2:
-            x_prev = _accumulate(x_prev, (m0 - history[-1].x0) * c["mid"][index])
+            x_prev = accumulate(x_prev, (m0 - history[-1].x0) * c["mid"][index])
         elif order == 3:
             m1, m2 = history[-1].x0, history[-2].x0
             d01 = (m0 - m1) / c["h0"][index]
             d012 = (d01 - (m1 - m2) / c["h1"][index]) / (c["h0"][index] + c["h1"][index])
-            x_prev = _accumulate(x_prev, d01 * c["a1"][index])
-            x_prev = _accumulate(x_prev, d012 * c["b3"][index])
+            x_prev = accumulate(x_prev, d01 * c["a1"][index])
+            x_prev = accumulate(x_prev, d012 * c["b3"][index])
         if self.stochastic and index > 0:
-            x_prev = _add_scaled_noise(x_prev, c["std"][index], noise, generator)
+            x_prev = add_scaled_noise(x_prev, c["std"][index], noise, generator)
         return x_prev
 
     def __repr__(self) -> str:
@@ -225,14 +225,14 @@ class HeunSampler(Sampler):
             ValueError: ``predict`` missing at a step that needs the corrector.
         """
         c = self._coefficients
-        euler = _accumulate(x_t * c["ratio"][index], prediction.eps * c["euler"][index])
+        euler = accumulate(x_t * c["ratio"][index], prediction.eps * c["euler"][index])
         if index == 0:
             return euler
         if predict is None:
             raise ValueError("HeunSampler.step needs predict(x, index) for its second evaluation")
         corrected = predict(euler, index - 1)
         slopes = prediction.eps + corrected.eps
-        return _accumulate(x_t * c["ratio"][index], slopes * c["heun"][index])
+        return accumulate(x_t * c["ratio"][index], slopes * c["heun"][index])
 
     def __repr__(self) -> str:
         return f"HeunSampler(steps={self.num_steps}, clip_x0={self.clip_x0})"

@@ -20,7 +20,8 @@ from ddpmlab import distributed
 from ddpmlab.runs.conditions import sample_labels, slice_condition
 from ddpmlab.runs.guided import guided_denoiser
 from ddpmlab.runs.rundir import Run, RunError
-from ddpmlab.sampling import Sampler, make_sampler
+from ddpmlab.samplers import make_sampler
+from ddpmlab.sampling import Sampler
 
 __all__ = [
     "make_run_sampler",
