@@ -1,10 +1,12 @@
-"""Fewer network evaluations for the same samples: ODE solvers of the probability-flow ODE.
+"""Fewer network evaluations for the same samples: higher-order solvers of the probability-flow ODE
+and of the reverse SDE.
 
-DDIM with eta = 0 already follows the probability-flow ODE of the diffusion (Song et al. 2021), but
-with a first-order method: its error shrinks like 1/K. The solvers here are of higher order, so they
-reach the same accuracy with far fewer steps, each costing one model call (DPM-Solver++ multistep) or
-two (Heun). Both are steps of the one shared loop, :meth:`ddpmlab.sampling.Sampler.steps`, so they take
-the same seeds, guidance wrappers, ``clip_x0`` and spacings as DDPM and DDIM.
+DDIM with eta = 0 already follows the probability-flow ODE of the diffusion (Song et al. 2021), and
+DDPM the reverse SDE, but both with first-order methods: their error shrinks like 1/K. The solvers here
+are of higher order, so they reach the same accuracy with far fewer steps, each costing one model call
+(DPM-Solver++ multistep, ODE or SDE form) or two (Heun). All are steps of the one shared loop,
+:meth:`ddpmlab.sampling.Sampler.steps`, so they take the same seeds, guidance wrappers, ``clip_x0`` and
+spacings as DDPM and DDIM.
 
 Notation (VP diffusion, x_t = alpha_t x0 + sigma_t eps): alpha_t = sqrt(alpha_bar_t),
 sigma_t = sqrt(1 - alpha_bar_t), lambda_t = log(alpha_t / sigma_t) = log SNR_t / 2 (it grows as the
@@ -19,6 +21,7 @@ noise falls). x0_hat(x_t, t) and eps_hat(x_t, t) are the model's predictions.
   the integral is taken exactly for a polynomial in lambda through the last ``order`` predictions
   (order 1: constant, which is DDIM; order 2: the paper's Algorithm 2; order 3: the quadratic
   interpolant). Data prediction, unlike eps prediction, stays bounded under large guidance scales.
+  ``stochastic=True`` solves the reverse SDE instead (order 1: DDPM's step; order 2: ``sde-dpm++2m``).
 - :class:`HeunSampler`, Karras et al. (2022, "Elucidating the Design Space of Diffusion-Based Generative
   Models") Algorithm 1: Heun's second-order method on the same ODE written in sigma~ = sigma_t / alpha_t
   for x~ = x_t / alpha_t, where it reads dx~ / dsigma~ = (x~ - x0_hat) / sigma~ = eps_hat.
