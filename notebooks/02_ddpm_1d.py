@@ -21,7 +21,7 @@
 # [docs/equations.md](../docs/equations.md); equation numbers below are those of Ho et al. (2020).
 # A laptop CPU runs this notebook in about two minutes (the training itself takes under a minute).
 #
-# **Modes.** `DDPMLAB_NOTEBOOK_MODE=small` (what the test suite runs) trains 300 steps instead of 3,000
+# **Modes.** `DDPMLAB_NOTEBOOK_MODE=small` (what the test suite runs) trains 200 steps instead of 3,000
 # and draws fewer samples; leave it unset for the real thing.
 
 # %% [markdown]
@@ -42,8 +42,8 @@ from ddpmlab import DDIMSampler, DDPMSampler
 from ddpmlab.plots import show
 
 SMALL = os.environ.get("DDPMLAB_NOTEBOOK_MODE", "full") == "small"
-TRAIN_STEPS = 300 if SMALL else 3000
-NUM_SAMPLES = 2000 if SMALL else 10_000
+TRAIN_STEPS = 200 if SMALL else 3000
+NUM_SAMPLES = 1000 if SMALL else 10_000
 RUNS = Path(tempfile.mkdtemp(prefix="ddpmlab-notebook-02-")) if SMALL else Path("runs")
 FIGURES = Path(tempfile.mkdtemp(prefix="ddpmlab-figures-02-"))
 print(f"{'small' if SMALL else 'full'} mode: {TRAIN_STEPS} training steps, runs in {RUNS.resolve()}")
@@ -248,7 +248,7 @@ show(fig)
 # that is the sampler's own (100 steps instead of 1000) rather than the network's.
 
 # %%
-batch = data.sample(100_000 if not SMALL else 20_000, torch.Generator().manual_seed(3))
+batch = data.sample(10_000 if SMALL else 100_000, torch.Generator().manual_seed(3))
 with torch.no_grad():
     trained_loss = run.diffusion.training_loss(run.model, batch, generator=torch.Generator().manual_seed(4))
     ideal_loss = run.diffusion.training_loss(oracle, batch, generator=torch.Generator().manual_seed(4))
@@ -268,7 +268,7 @@ print(f"W1 to the truth: trained {metrics['w1']:.4f}, exact denoiser {ideal_metr
 # Differences of about 0.01 are the noise of a finite sample.
 
 # %%
-step_counts = (10, 100) if SMALL else (5, 10, 25, 50, 100, 250, 1000)
+step_counts = (10, 50) if SMALL else (5, 10, 25, 50, 100, 250, 1000)
 print(f"W1 to the truth (floor {metrics['w1_floor']:.4f})")
 print(f"{'steps':>6} {'DDPM small':>11} {'DDPM large':>11} {'DDIM':>8}")
 for k in step_counts:
