@@ -106,8 +106,9 @@ for t in range(T):
 
 # %% [markdown]
 # The two columns agree up to the sampling error of `NUM_CHAINS` chains. So training never has to run
-# the chain: `GaussianDiffusion.q_sample(x0, t, noise)` draws $x_t$ in one line (**eq. 9**'s
-# reparametrisation): $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\, \epsilon$.
+# the chain: `GaussianDiffusion.q_sample(x0, t, noise)` draws $x_t$ in one line,
+# $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\, \epsilon$ (eq. 4 reparametrised: the
+# $x_t(x_0, \epsilon)$ of Ho et al.'s **eq. 9**).
 #
 # `forward_strips` does that for a batch of digits at several t (the same noise $\epsilon$ at every t,
 # so that only $\bar\alpha_t$ changes along a row), and `plot_forward_images` lays the result out,

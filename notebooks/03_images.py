@@ -63,10 +63,10 @@ print(f"{'small' if SMALL else 'full'} mode, runs in {RUNS.resolve()}")
 # $$\mathrm{emb}(t) = \big[\sin(t f_0), \dots, \sin(t f_{d/2-1}),\ \cos(t f_0), \dots,
 # \cos(t f_{d/2-1})\big],$$
 #
-# then a small MLP (`TimestepEmbedding`: Linear, SiLU, Linear). Left: the 64 features of every t
-# (fast waves in the first columns, slow ones in the last). Right: the cosine similarity of the
-# embeddings of two timesteps: close timesteps look alike, distant ones do not, so the network can
-# treat neighbouring noise levels alike and still tell far ones apart.
+# then a small MLP (`TimestepEmbedding`: Linear, SiLU, Linear). Left: the 64 features of every t (the
+# sines, then the cosines; in each half the fast waves on the left, the slow ones on the right).
+# Right: the cosine similarity of the embeddings of two timesteps: close timesteps look alike, distant
+# ones do not, so the network can treat neighbouring noise levels alike and still tell far ones apart.
 
 # %% tags=["readme"]
 from ddpmlab.models.embeddings import TimestepEmbedding, sinusoidal_embedding
