@@ -68,7 +68,7 @@ print(f"{'small' if SMALL else 'full'} mode, runs in {RUNS.resolve()}")
 # Right: the cosine similarity of the embeddings of two timesteps: close timesteps look alike, distant
 # ones do not, so the network can treat neighbouring noise levels alike and still tell far ones apart.
 
-# %% tags=["readme"]
+# %%
 from ddpmlab.models.embeddings import TimestepEmbedding, sinusoidal_embedding
 
 T = 1000
@@ -258,7 +258,7 @@ if grids:
 # further towards what distinguishes class $y$. The three grids use the same seed, hence the same
 # starting noise in the same place: one row per digit 0-9.
 
-# %%
+# %% tags=["readme"]
 from ddpmlab.export import grid_image
 from ddpmlab.runs import class_grid_labels, make_run_sampler, open_run, sample_images
 

@@ -3,8 +3,9 @@ notebook runs from top to bottom in its small mode.
 
 The ``.py`` twins are the source (reviewable diffs, linted by ruff); the ``.ipynb`` files are what a
 reader opens, committed without outputs. Each notebook's first code cell reads
-``DDPMLAB_NOTEBOOK_MODE``: ``small`` shrinks training and sampling so that all five run here in about
-a minute and a half; the full mode is what a reader runs.
+``DDPMLAB_NOTEBOOK_MODE``: ``small`` shrinks training and sampling so that all five run in about 40 s
+of CPU time (1.5 to 2 minutes of wall time on a busy 2-core machine); the full mode is what a reader
+runs.
 """
 
 from __future__ import annotations
