@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/ddpmlab demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks notebooks
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,6 +1,8 @@
 """Pictures of diffusion: pure matplotlib functions on tensors and arrays that write a file.
 
-Nothing here trains or samples; callers pass in what to draw. Every function returns the path written.
+Nothing here trains or samples; callers pass in what to draw. Every function returns the path written,
+except :func:`show`, which displays a picture inline in a Jupyter notebook (the tutorial notebooks' one
+way to show pictures: this module draws with the Agg backend, which has no window of its own).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ __all__ = [
     "forward_timesteps",
     "forward_strips",
     "plot_forward_images",
+    "figure_png",
+    "show",
 ]
 
 
@@ -38,6 +42,33 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def figure_png(fig: plt.Figure, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes (tight bounding box); the figure is closed."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def show(picture: plt.Figure | str | Path | bytes) -> None:
+    """Display ``picture`` inline in Jupyter: a matplotlib figure (then closed), a PNG/JPG/GIF file
+    such as those this module writes, or PNG bytes. Works whatever matplotlib's backend (ddpmlab draws
+    with Agg). Needs IPython (the ``dev`` extra, or any Jupyter installation)."""
+    try:
+        from IPython.display import Image, display
+    except ImportError:
+        message = "show() displays pictures in Jupyter: it needs IPython (pip install ipykernel)"
+        raise ImportError(message) from None
+    if isinstance(picture, plt.Figure):
+        picture = figure_png(picture)
+    if isinstance(picture, bytes):
+        display(Image(data=picture, format="png"))
+    else:
+        display(Image(filename=str(picture)))
 
 
 def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
