@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ddpmlab.training.objectives import classification_loss
+
 __all__ = ["JudgeObjective", "augment_images", "degrade_images"]
 
 
@@ -79,8 +81,4 @@ class JudgeObjective:
         if not torch.is_tensor(labels):
             raise ValueError("training a judge needs integer class labels for every image")
         x = augment_images(x0, generator) if self.augment else x0
-        logits = model(x)
-        labels = labels.to(device=logits.device, dtype=torch.int64)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
-        accuracy = (logits.detach().argmax(dim=-1) == labels).float().mean()
-        return loss, {"accuracy": accuracy}
+        return classification_loss(model(x), labels, self.label_smoothing)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ddpmlab.diffusion import GaussianDiffusion
 
-__all__ = ["Objective", "DiffusionObjective", "ClassifierObjective"]
+__all__ = ["Objective", "DiffusionObjective", "ClassifierObjective", "classification_loss"]
 
 Objective = Callable[..., tuple[torch.Tensor, dict[str, Any]]]
 
@@ -82,8 +82,15 @@ class ClassifierObjective:
             raise ValueError("training a classifier needs integer class labels for every sample")
         t, noise = self.diffusion.draw_t_and_noise(x0.shape, generator, x0.device, x0.dtype, t, noise)
         x_t = self.diffusion.q_sample(x0, t, noise)
-        logits = model(x_t, self.diffusion.model_timesteps(t))
-        labels = labels.to(device=logits.device, dtype=torch.int64)
-        loss = F.cross_entropy(logits.float(), labels)
-        accuracy = (logits.detach().argmax(dim=-1) == labels).float().mean()
-        return loss, {"accuracy": accuracy}
+        return classification_loss(model(x_t, self.diffusion.model_timesteps(t)), labels)
+
+
+def classification_loss(
+    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Mean cross-entropy of ``logits`` [B, K] against class indices ``labels`` [B] (in float32), and
+    the batch's ``accuracy`` (a 0-d tensor, no host sync) as the objective's metric."""
+    labels = labels.to(device=logits.device, dtype=torch.int64)
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    accuracy = (logits.detach().argmax(dim=-1) == labels).float().mean()
+    return loss, {"accuracy": accuracy}
