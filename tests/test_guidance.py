@@ -10,6 +10,7 @@ from ddpmlab.diffusion import PREDICTION_TYPES, GaussianDiffusion
 from ddpmlab.guidance import ClassifierFreeGuidance, ClassifierGuidance, concat_conditions
 from ddpmlab.sampling import DDIMSampler, DDPMSampler
 from ddpmlab.schedules import make_schedule, respace
+from oracles import OracleWithNull
 
 T = 1000
 MIXTURE = GaussianMixture([-3.0, 0.0, 4.0], [0.5, 1.0, 0.3], [0.3, 0.5, 0.2])
@@ -153,22 +154,6 @@ def test_cfg_on_raw_outputs_equals_cfg_on_eps(schedule, prediction):
     eps_u = diffusion.prediction_to_eps_x0(model(x, t, torch.full_like(cond, NULL)), x, t).eps
     torch.testing.assert_close(guided, eps_u + w * (eps_c - eps_u), rtol=0, atol=1e-9)
 
-
-class OracleWithNull(torch.nn.Module):
-    """The exact conditional denoiser, unconditional for the null class -1 (ideal condition dropout)."""
-
-    def __init__(self, mixture, schedule):
-        super().__init__()
-        self.oracle = OptimalDenoiser(mixture, schedule)
-
-    def forward(self, x, t, cond):
-        out = torch.empty_like(x)
-        null = cond == -1
-        if bool(null.any()):
-            out[null] = self.oracle(x[null], t[null])
-        if bool((~null).any()):
-            out[~null] = self.oracle(x[~null], t[~null], cond[~null])
-        return out
 
 
 @pytest.mark.parametrize("w", [1.0, 3.0])

@@ -26,6 +26,7 @@ from ddpmlab.guidance import ClassifierFreeGuidance
 from ddpmlab.samplers import SAMPLERS, make_sampler, sampler_options
 from ddpmlab.sampling import DDIMSampler, DDPMSampler, Prediction
 from ddpmlab.schedules import SPACINGS, ScheduleError, make_schedule, respaced_timesteps
+from oracles import OracleWithNull
 
 MIXTURE = GaussianMixture([-3.0, 0.0, 4.0], [0.5, 1.0, 0.3], [0.3, 0.5, 0.2])
 NEW = ["dpm++1m", "dpm++2m", "dpm++3m", "sde-dpm++2m", "heun"]
@@ -427,28 +428,12 @@ def test_x0_and_v_oracles_give_the_same_samples_as_eps(prediction, name):
     torch.testing.assert_close(outputs[prediction], outputs["eps"], rtol=0, atol=1e-8)
 
 
-class OracleWithNull(torch.nn.Module):
-    """The exact conditional denoiser, unconditional for the null class -1."""
-
-    def __init__(self, schedule):
-        super().__init__()
-        self.oracle = OptimalDenoiser(MIXTURE, schedule)
-
-    def forward(self, x, t, cond):
-        out = torch.empty_like(x)
-        null = cond == -1
-        if bool(null.any()):
-            out[null] = self.oracle(x[null], t[null])
-        if bool((~null).any()):
-            out[~null] = self.oracle(x[~null], t[~null], cond[~null])
-        return out
-
 
 @pytest.mark.parametrize("name", NEW)
 def test_guided_sampling_of_component_k_lands_on_component_k(linear, name):
     """Classifier-free guidance at w = 1 with the exact per-component denoisers is the conditional
     model: 20 steps of every solver put > 95% of samples conditioned on k nearest component k."""
-    model = Counting(ClassifierFreeGuidance(OracleWithNull(linear), 1.0, -1))
+    model = Counting(ClassifierFreeGuidance(OracleWithNull(MIXTURE, linear), 1.0, -1))
     sampler = make_sampler(name, GaussianDiffusion(linear), 20, spacing="logsnr")
     for k in range(3):
         x = sampler.sample(

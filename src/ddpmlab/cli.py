@@ -14,7 +14,7 @@ from pathlib import Path
 from pickle import UnpicklingError
 
 from ddpmlab.cli_checks import UsageError, check_figure, parse_args
-from ddpmlab.cli_measure import evaluate, sweep, train_judge
+from ddpmlab.cli_measure import evaluate, sweep
 from ddpmlab.cli_sampling import draw, names, sampling_request
 
 __all__ = ["main"]
@@ -97,10 +97,22 @@ def _cmd_forward(args) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _dry_run(config, run_dir: Path, classifier: bool) -> int:
+def _run_kind(kind: str):
+    """The :class:`~ddpmlab.runs.training.RunKind` a training command trains."""
+    from ddpmlab.runs.judge import JUDGE
+    from ddpmlab.runs.training import CLASSIFIER, DIFFUSION
+
+    return {"diffusion": DIFFUSION, "classifier": CLASSIFIER, "judge": JUDGE}[kind]
+
+
+# What the accuracy a classifier or judge run logs is measured on.
+ACCURACY_ON = {"classifier": "noised", "judge": "augmented"}
+
+
+def _dry_run(config, run_dir: Path, kind: str) -> int:
     from ddpmlab.runs import dry_run
 
-    model, _ = dry_run(config, classifier)
+    model, _ = dry_run(config, kind=_run_kind(kind))
     count = sum(p.numel() for p in model.parameters())
     print(config.to_yaml().rstrip())
     print(f"# run directory: {run_dir}")
@@ -125,26 +137,27 @@ def _train_request(args):
     return config, run_dir
 
 
-def _cmd_train(args, classifier: bool = False) -> int:
+def _cmd_train(args, kind: str = "diffusion") -> int:
+    """``train`` (kind ``diffusion``), ``train-classifier`` and ``train-judge``."""
     try:
-        return _train(args, classifier)
+        return _train(args, kind)
     except OSError as error:  # disk full, a folder that cannot be written, ...: one line, exit 2
         raise UsageError(str(error) or type(error).__name__) from None
 
 
-def _train(args, classifier: bool) -> int:
+def _train(args, kind: str) -> int:
     from ddpmlab import distributed
-    from ddpmlab.runs import train_classifier_run, train_run
+    from ddpmlab.runs import train_kind_run, train_run
 
     config, run_dir = _train_request(args)
     if args.dry_run:
-        return _dry_run(config, run_dir, classifier)
-    if classifier:
-        trainer = train_classifier_run(config, run_dir, resume=args.resume)
+        return _dry_run(config, run_dir, kind)
+    if kind != "diffusion":
+        trainer = train_kind_run(_run_kind(kind), config, run_dir, resume=args.resume)
         accuracy = trainer.state.last_metrics.get("accuracy")
-        noised = f", accuracy on noised batches {accuracy:.3f}" if accuracy is not None else ""
+        measured = f", accuracy on {ACCURACY_ON[kind]} batches {accuracy:.3f}" if accuracy is not None else ""
         print(
-            f"trained {trainer.state.step} steps in {trainer.state.elapsed_seconds:.1f} s{noised}; "
+            f"trained {trainer.state.step} steps in {trainer.state.elapsed_seconds:.1f} s{measured}; "
             f"run directory: {run_dir}"
         )
         return 0
@@ -290,8 +303,8 @@ COMMANDS = {
     "schedules": _cmd_schedules,
     "forward": _cmd_forward,
     "train": _cmd_train,
-    "train-classifier": lambda args: _cmd_train(args, classifier=True),
-    "train-judge": train_judge,
+    "train-classifier": lambda args: _cmd_train(args, "classifier"),
+    "train-judge": lambda args: _cmd_train(args, "judge"),
     "demo": _cmd_demo,
     "sample": _cmd_sample,
     "export": _cmd_export,

@@ -1,5 +1,5 @@
-"""The measuring commands: ``train-judge``, ``evaluate`` and ``sweep`` (see :mod:`ddpmlab.runs.judge`,
-:mod:`ddpmlab.runs.evaluate`, :mod:`ddpmlab.runs.sweep`)."""
+"""The measuring commands: ``evaluate`` and ``sweep`` (see :mod:`ddpmlab.runs.evaluate` and
+:mod:`ddpmlab.runs.sweep`; judges are trained by ``train-judge``, in :mod:`ddpmlab.cli`)."""
 
 from __future__ import annotations
 
@@ -8,31 +8,7 @@ from pathlib import Path
 from ddpmlab.cli_checks import UsageError
 from ddpmlab.cli_sampling import draw, names, sampling_request
 
-__all__ = ["train_judge", "evaluate", "sweep"]
-
-
-def train_judge(args) -> int:
-    """``ddpmlab train-judge``: train (or dry-run) a judge run."""
-    from ddpmlab.config import load_config
-    from ddpmlab.data import build_data, describe_data
-    from ddpmlab.runs.judge import build_judge_for, train_judge_run
-
-    config = load_config(args.config, args.overrides)
-    run_dir = Path(args.run) if args.run else Path("runs") / config.name
-    if args.dry_run:
-        info = describe_data(config.data) or build_data(config.data, 1, config.train.seed)[1]
-        model = build_judge_for(config, info)
-        count = sum(p.numel() for p in model.parameters())
-        print(config.to_yaml().rstrip())
-        print(f"# run directory: {run_dir}")
-        print(f"# model: JudgeCNN with {count:,} parameters")
-        return 0
-    trainer = train_judge_run(config, run_dir, resume=args.resume)
-    accuracy = trainer.state.last_metrics.get("accuracy")
-    augmented = f", accuracy on augmented batches {accuracy:.3f}" if accuracy is not None else ""
-    seconds = trainer.state.elapsed_seconds
-    print(f"trained {trainer.state.step} steps in {seconds:.1f} s{augmented}; run directory: {run_dir}")
-    return 0
+__all__ = ["evaluate", "sweep"]
 
 
 def evaluate(args) -> int:

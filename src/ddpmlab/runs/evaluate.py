@@ -122,7 +122,6 @@ def evaluate_images(
     if real_features is None:
         real_features = extract_features(real.images, network)
     result = compare_features(fake, real_features, network, seed=seed)
-    result["fd_label"] = "FID" if result["fd_label"] == "FID" else f"FD_{network_name(network).split(':')[0]}"
     if hasattr(network, "predict") and torch.is_tensor(labels) and real.labels is not None:
         result["class_accuracy"] = class_accuracy(network.predict(images), labels)
         count = min(len(real.images), len(images))

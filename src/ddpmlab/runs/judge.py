@@ -16,17 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from ddpmlab import distributed
 from ddpmlab.config import Config, ConfigError
 from ddpmlab.data import DataInfo
 from ddpmlab.runs.build import model_from_options
-from ddpmlab.runs.rundir import CHECKPOINT, RunError
+from ddpmlab.runs.rundir import open_frozen_model
 from ddpmlab.runs.training import RunKind, train_kind_run
-from ddpmlab.training.checkpoint import load_checkpoint
 from ddpmlab.training.judge_objective import JudgeObjective
 from ddpmlab.training.trainer import Trainer
 
@@ -70,6 +67,7 @@ class JudgeRun:
     model: torch.nn.Module
     step: int
     device: torch.device
+    fd_label = "FD_judge"  # a Frechet distance on a judge's features is never FID
 
     @property
     def name(self) -> str:
@@ -102,15 +100,5 @@ class JudgeRun:
 
 def open_judge(run_dir: str | Path, device: str | torch.device = "auto") -> JudgeRun:
     """Load a judge run (EMA weights, eval mode, frozen). Raises RunError for a run of another kind."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CHECKPOINT).exists():
-        raise RunError(f"{run_dir} is not a trained judge run (no {CHECKPOINT})")
-    target = device if isinstance(device, torch.device) else distributed.resolve_device(device)
-    state: dict[str, Any] = load_checkpoint(run_dir / CHECKPOINT, map_location="cpu")
-    config = Config.from_dict(state["config"])
-    if config.model.type != JUDGE_TYPE:
-        raise RunError(f"{run_dir} is not a judge run (its model.type is {config.model.type})")
-    model = model_from_options(JUDGE_TYPE, config.model.options)
-    model.load_state_dict(state["ema"]["model"])
-    model.to(target).eval().requires_grad_(False)
-    return JudgeRun(run_dir, config, model, int(state["step"]), target)
+    config, model, step, target = open_frozen_model(run_dir, device, JUDGE_TYPE)
+    return JudgeRun(Path(run_dir), config, model, step, target)

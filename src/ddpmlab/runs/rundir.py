@@ -51,6 +51,7 @@ __all__ = [
     "run_data_info",
     "open_run",
     "open_classifier",
+    "open_frozen_model",
     "append_metrics",
     "read_metrics",
 ]
@@ -292,22 +293,35 @@ def open_run(run_dir: str | Path, device: str = "auto") -> Run:
     return Run(run_dir, config, model, build_diffusion(config), info, int(state["step"]), target)
 
 
+def open_frozen_model(
+    run_dir: str | Path, device: str | torch.device, model_type: str, hint: str = ""
+) -> tuple[Config, torch.nn.Module, int, torch.device]:
+    """(config, model, step, device) of a run whose model is built from its config's model options
+    alone (a classifier, a judge): its EMA weights, in eval mode, parameters frozen.
+
+    Raises:
+        RunError: not a trained run, or a run of another ``model.type`` (the message ends with
+            ``hint``). CheckpointError: a damaged checkpoint, or EMA weights that do not fit or are not
+            finite.
+    """
+    run_dir = Path(run_dir)
+    target = device if isinstance(device, torch.device) else distributed.resolve_device(device)
+    state = _load(run_dir, f"{model_type} run")
+    config = Config.from_dict(state["config"])
+    if config.model.type != model_type:
+        raise RunError(f"{run_dir} is not a {model_type} run (its model.type is {config.model.type}){hint}")
+    model = model_from_options(model_type, config.model.options)
+    _load_ema(model, state, run_dir)
+    model.to(target).eval().requires_grad_(False)
+    return config, model, int(state["step"]), target
+
+
 def open_classifier(run_dir: str | Path, device: str | torch.device = "auto") -> ClassifierRun:
     """Load a classifier run's config and EMA weights (eval mode, parameters frozen: guidance only
     needs the gradient with respect to x_t). Raises RunError for a run of another kind."""
-    run_dir = Path(run_dir)
-    target = device if isinstance(device, torch.device) else distributed.resolve_device(device)
-    state = _load(run_dir, "classifier run")
-    config = Config.from_dict(state["config"])
-    if config.model.type != CLASSIFIER_TYPE:
-        raise RunError(
-            f"{run_dir} is not a classifier run (its model.type is {config.model.type}); "
-            "train one with `ddpmlab train-classifier`"
-        )
-    model = model_from_options(CLASSIFIER_TYPE, config.model.options)
-    _load_ema(model, state, run_dir)
-    model.to(target).eval().requires_grad_(False)
-    return ClassifierRun(run_dir, config, model, build_diffusion(config), int(state["step"]), target)
+    hint = "; train one with `ddpmlab train-classifier`"
+    config, model, step, target = open_frozen_model(run_dir, device, CLASSIFIER_TYPE, hint)
+    return ClassifierRun(Path(run_dir), config, model, build_diffusion(config), step, target)
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:

@@ -319,14 +319,17 @@ def _batch_comment(config: Config, world_size: int) -> str:
     )
 
 
-def dry_run(config: Config, classifier: bool = False) -> tuple[torch.nn.Module, DataInfo]:
-    """The model a config would train and the data's description, without training and, where the
-    config decides the data's shape and classes (e.g. CIFAR-10), without reading the data; otherwise
-    the data is built to learn them (e.g. a labelled folder's classes)."""
+def dry_run(
+    config: Config, classifier: bool = False, kind: RunKind | None = None
+) -> tuple[torch.nn.Module, DataInfo]:
+    """The model a config would train (a denoiser; a classifier with ``classifier``; any
+    :class:`RunKind` with ``kind``, e.g. a judge) and the data's description, without training and,
+    where the config decides the data's shape and classes (e.g. CIFAR-10), without reading the data;
+    otherwise the data is built to learn them (e.g. a labelled folder's classes)."""
     info = describe_data(config.data)
     if info is None:
         info = build_data(config.data, config.train.batch_size, config.train.seed)[1]
-    kind = CLASSIFIER if classifier else DIFFUSION
+    kind = kind or (CLASSIFIER if classifier else DIFFUSION)
     model = kind.build_model(config, info)
     if kind is DIFFUSION:
         check_sampling_plan(config, info, model, build_diffusion(config))
