@@ -52,6 +52,10 @@ BENCHMARKS = {
         "benchmarks.solvers_oracle",
         "exact-oracle W1 over the noise floor against network evaluations for every sampler",
     ),
+    "sampler-quality": (
+        "benchmarks.sampler_quality",
+        "NFE each sampler needs to match DDPM-1000's FD/KID on the make-demo model (judge features)",
+    ),
     "gpu": (
         "benchmarks.gpu.driver",
         "CIFAR-10 UNet on a GPU: train/sample speed vs diffusers, MFU, memory, loss (--smoke: CPU)",

@@ -103,18 +103,18 @@ def test_evaluate_refuses_bad_features_before_sampling(runs, capsys):
 def test_sweep_writes_a_row_per_setting_with_network_evaluations(runs, tmp_path, capsys):
     out = tmp_path / "sweep"
     code = main(["sweep", "--run", str(runs / "model"), "--features", f"judge:{runs / 'judge'}", "--sampler",
-                 "ddim,ddpm", "--steps", "2,5", "--guidance", "1,3", "--num", "16", "--labels", "all",
+                 "ddim,ddpm", "--steps", "2,5", "--guidance", "0,1,3", "--num", "16", "--labels", "all",
                  "--real-num", "300", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     result = json.loads((out / "sweep.json").read_text())
     rows = result["rows"]
-    assert len(rows) == 8 and {(r["sampler"], r["steps"], r["guidance"]) for r in rows} == {
-        (s, k, w) for s in ("ddim", "ddpm") for k in (2, 5) for w in (1.0, 3.0)
+    assert len(rows) == 12 and {(r["sampler"], r["steps"], r["guidance"]) for r in rows} == {
+        (s, k, w) for s in ("ddim", "ddpm") for k in (2, 5) for w in (0.0, 1.0, 3.0)
     }
-    for row in rows:  # classifier-free guidance evaluates the network twice per step
-        assert row["nfe"] == row["steps"] * (2 if row["guidance"] != 1.0 else 1)
+    for row in rows:  # guided steps evaluate the network twice; w = 0 and w = 1 once (one model alone)
+        assert row["nfe"] == row["steps"] * (2 if row["guidance"] == 3.0 else 1)
         assert row["seconds_per_image"] > 0 and np.isfinite(row["fd"])
-    assert (out / "sweep.png").exists() and (out / "sweep.csv").read_text().count("\n") == 9
+    assert (out / "sweep.png").exists() and (out / "sweep.csv").read_text().count("\n") == 13
     assert main(["sweep", "--run", str(runs / "model"), "--features", f"judge:{runs / 'judge'}", "--sampler",
                  "euler", "--out", str(out)]) == 2
     assert "--sampler: unknown euler" in capsys.readouterr().err

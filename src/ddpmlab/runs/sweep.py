@@ -45,9 +45,10 @@ SWEEP_COLUMNS = (
 
 
 def _evaluations(sampler: Any, guidance: float | None, conditional: bool) -> int:
-    """Network evaluations per sample: the sampler's (Heun takes two per step), doubled under CFG."""
+    """Network evaluations per sample: the sampler's (Heun takes two per step), doubled under CFG (w = 0
+    and w = 1 evaluate the unconditional or the conditional model alone: one forward per step)."""
     count = int(getattr(sampler, "num_evaluations", sampler.num_steps))
-    return 2 * count if conditional and guidance not in (None, 1.0) else count
+    return 2 * count if conditional and guidance not in (None, 0.0, 1.0) else count
 
 
 def sweep_run(
