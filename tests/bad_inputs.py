@@ -106,6 +106,13 @@ CASES: list[Case] = [
     _c("config", f"{BAD}/int_key.yaml", "keys in section train must be names"),
     _c("config", f"{BAD}/name_list.yaml", "name must be a non-empty string"),
     _c("config", f"{BAD}/nope.yaml", "config file not found: configs/nope.yaml"),
+    _c("config", f"{IMAGE_CONFIG} train.eval_every=100", "train.eval_every=100 needs train.eval_features"),
+    _c("config", f"{IMAGE_CONFIG} train.eval_every=-1", "train.eval_every must be >= 0"),
+    _c("config", f"{IMAGE_CONFIG} train.eval_sampler=euler", "train.eval_sampler must be one of"),
+    _c("config", f"{CONFIG} train.eval_every=100 train.eval_features=inception",
+       "train.eval_every measures image runs; mog1d is toy data"),
+    _c("config", f"{IMAGE_CONFIG} train.eval_every=100 train.eval_features=judge:runs/toy",
+       "train.eval_features=judge:runs/toy: runs/toy is not a judge run"),
     # dotted overrides
     _c("override", f"{CONFIG} trainsteps", "an override must look like section.key=value"),
     _c("override", f"{CONFIG} trian.steps=3", "unknown config section in override 'trian.steps' (did you"),
@@ -206,6 +213,8 @@ CASES: list[Case] = [
     _c("run", "train --config configs/mog1d.yaml --run runs/toy", "runs/toy already holds a trained run"),
     _c("run", "train --config configs/mog1d.yaml --run runs/empty --resume", "nothing to resume"),
     _c("run", "train --config configs/mog1d.yaml --run file.txt", "file.txt"),
+    _c("run", "train --config configs/mnist5k.yaml --run runs/new train.eval_every=100 "
+       "train.eval_features=judge:runs/missing", "train.eval_features=judge:runs/missing: runs/missing is"),
 ]
 
 BAD_CONFIGS = {

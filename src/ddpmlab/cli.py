@@ -111,12 +111,15 @@ ACCURACY_ON = {"classifier": "noised", "judge": "augmented"}
 
 def _dry_run(config, run_dir: Path, kind: str) -> int:
     from ddpmlab.runs import dry_run
+    from ddpmlab.runs.training_eval import evaluation_plan
 
     model, _ = dry_run(config, kind=_run_kind(kind))
     count = sum(p.numel() for p in model.parameters())
     print(config.to_yaml().rstrip())
     print(f"# run directory: {run_dir}")
     print(f"# model: {type(model).__name__} with {count:,} parameters ({count / 1e6:.2f}M)")
+    if evaluation_plan(config):
+        print(f"# evaluation: {evaluation_plan(config)}")
     return 0
 
 

@@ -167,6 +167,10 @@ class TrainConfig:
 
     A checkpoint (``checkpoints/last.pt``) is written every ``checkpoint_every`` steps and at the end;
     ``keep_checkpoints`` = k > 0 also keeps the last k of them as ``checkpoints/step_XXXXXXX.pt``.
+
+    ``eval_every`` = n > 0 (0: off) measures ``eval_num`` EMA samples every n steps and at the end, in
+    the features ``eval_features`` names (see :mod:`ddpmlab.runs.training_eval`); ``eval_sampler`` /
+    ``eval_steps`` default to the ``sample`` section, ``eval_real_num`` caps the real images read.
     """
 
     steps: int | None = 2000
@@ -192,6 +196,12 @@ class TrainConfig:
     checkpoint_every: int | None = 1000
     keep_checkpoints: int = 0
     sample_every: int | None = None
+    eval_every: int = 0
+    eval_num: int = 500
+    eval_features: str | None = None
+    eval_sampler: str | None = None
+    eval_steps: int | None = None
+    eval_real_num: int = 10_000
     tensorboard: bool = True
     wandb: bool = False
     wandb_project: str = "ddpmlab"
@@ -215,6 +225,7 @@ class TrainConfig:
         if self.keep_checkpoints < 0:
             raise ConfigError(f"train.keep_checkpoints must be >= 0; got {self.keep_checkpoints}")
         _check_positive("train", "sample_every", self.sample_every, allow_none=True, integer=True)
+        self._validate_evaluation()
         _check_choice("train", "precision", self.precision, PRECISIONS)
         _check_choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if not 0.0 <= self.ema_decay < 1.0:
@@ -225,6 +236,18 @@ class TrainConfig:
             raise ConfigError(f"train.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio!r}")
         if self.warmup_steps < 0 or self.weight_decay < 0:
             raise ConfigError("train.warmup_steps and train.weight_decay must be >= 0")
+
+    def _validate_evaluation(self) -> None:
+        if self.eval_every < 0:
+            raise ConfigError(f"train.eval_every must be >= 0 (0: no evaluation); got {self.eval_every}")
+        for key in ("eval_num", "eval_real_num", "eval_steps"):
+            _check_positive("train", key, getattr(self, key), allow_none=key == "eval_steps", integer=True)
+        if self.eval_sampler is not None:
+            _check_choice("train", "eval_sampler", self.eval_sampler, tuple(SAMPLERS))
+        if self.eval_every and not self.eval_features:
+            raise ConfigError(
+                f"train.eval_every={self.eval_every} needs train.eval_features (judge:RUN or inception)"
+            )
 
 
 @dataclass

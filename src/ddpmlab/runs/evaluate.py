@@ -76,7 +76,7 @@ def load_feature_network(spec: str, device: str = "auto") -> Any:
     (optionally ``inception:PATH`` to the weights file). Raises ValueError for anything else."""
     kind, _, where = spec.partition(":")
     if kind == "judge" and where:
-        from ddpmlab.runs.judge import open_judge
+        from ddpmlab.runs.judge_network import open_judge
 
         return open_judge(where, device)
     if kind == "inception":
@@ -106,6 +106,7 @@ def evaluate_images(
     seed: int = 0,
     pairs: str | Path | None = None,
     real_features: torch.Tensor | None = None,
+    memorisation: bool = True,
 ) -> dict[str, Any]:
     """Every number of the module docstring for generated uint8 images [N, H, W, C] (``labels``: the
     class each was asked for, or None) against ``real``, in the features of ``network``.
@@ -114,6 +115,7 @@ def evaluate_images(
         pairs: where to draw the samples closest to the real set beside their nearest real image (PNG).
         real_features: ``network``'s features of ``real.images``, when already computed (a sweep
             measures many sample sets against the same real data).
+        memorisation: also the memorisation report (False: skipped, e.g. during training).
 
     Raises:
         ValueError: too few real images (more than N are needed: N are held out for the floors).
@@ -128,6 +130,8 @@ def evaluate_images(
         result["class_accuracy_floor"] = class_accuracy(
             network.predict(real.images[:count]), real.labels[:count]
         )
+    if not memorisation:
+        return result
     memorised, report, searched = _memorisation(fake, real_features, seed)
     in_pixels, pixel_report, pixel_searched = _memorisation(images.float(), real.images.float(), seed)
     result["memorisation"] = {"features": memorised, "pixels": in_pixels}

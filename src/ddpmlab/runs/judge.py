@@ -14,7 +14,6 @@ memorisation in its features.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,14 +21,12 @@ import torch
 from ddpmlab.config import Config, ConfigError
 from ddpmlab.data import DataInfo
 from ddpmlab.runs.build import model_from_options
-from ddpmlab.runs.rundir import open_frozen_model
+from ddpmlab.runs.judge_network import JUDGE_TYPE, JudgeRun, open_judge
 from ddpmlab.runs.training import RunKind, train_kind_run
 from ddpmlab.training.judge_objective import JudgeObjective
 from ddpmlab.training.trainer import Trainer
 
 __all__ = ["JUDGE_TYPE", "JUDGE", "JudgeRun", "build_judge_for", "train_judge_run", "open_judge"]
-
-JUDGE_TYPE = "judge"
 
 
 def build_judge_for(config: Config, info: DataInfo) -> torch.nn.Module:
@@ -52,53 +49,3 @@ JUDGE = RunKind(build_judge_for, JudgeObjective, records_model_options=True)
 def train_judge_run(config: Config, run_dir: str | Path, resume: bool = False) -> Trainer:
     """Train the judge ``config`` describes on its (real) data in ``run_dir``; returns the Trainer."""
     return train_kind_run(JUDGE, config, run_dir, resume)
-
-
-@dataclass
-class JudgeRun:
-    """A trained judge (EMA weights, eval mode): a feature network over uint8 images that also predicts.
-
-    ``judge(images)`` and :meth:`features`: uint8 [B, H, W, C] -> float32 features [B, D] (on the CPU);
-    :meth:`predict`: -> int64 classes [B]. ``name`` labels the numbers computed on its features.
-    """
-
-    run_dir: Path
-    config: Config
-    model: torch.nn.Module
-    step: int
-    device: torch.device
-    fd_label = "FD_judge"  # a Frechet distance on a judge's features is never FID
-
-    @property
-    def name(self) -> str:
-        return f"judge:{self.run_dir}"
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.model.num_classes)
-
-    def _input(self, images: torch.Tensor) -> torch.Tensor:
-        images = torch.as_tensor(images)
-        expected = (self.model.image_size, self.model.image_size, self.model.in_channels)
-        if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(
-                f"{self.name} takes uint8 images [N, {expected[0]}, {expected[1]}, {expected[2]}], got "
-                f"{images.dtype} {list(images.shape)}"
-            )
-        return images.to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-    @torch.no_grad()
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.features(self._input(images)).float().cpu()
-
-    __call__ = features
-
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(self._input(images)).argmax(dim=-1).cpu()
-
-
-def open_judge(run_dir: str | Path, device: str | torch.device = "auto") -> JudgeRun:
-    """Load a judge run (EMA weights, eval mode, frozen). Raises RunError for a run of another kind."""
-    config, model, step, target = open_frozen_model(run_dir, device, JUDGE_TYPE)
-    return JudgeRun(Path(run_dir), config, model, step, target)

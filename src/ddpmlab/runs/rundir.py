@@ -41,6 +41,8 @@ __all__ = [
     "Run",
     "ClassifierRun",
     "STOP_RULE",
+    "EVALUATION_PLAN",
+    "RESUMABLE",
     "prepare_run_dir",
     "saved_config",
     "resume_config",
@@ -59,7 +61,11 @@ __all__ = [
 CONFIG_FILE = "config.yaml"
 CHECKPOINT = Path("checkpoints") / "last.pt"
 METRICS_FILE = "metrics.jsonl"
-STOP_RULE = ("train.steps", "train.epochs", "train.minutes")  # all a resume may change
+STOP_RULE = ("train.steps", "train.epochs", "train.minutes")
+EVALUATION_PLAN = tuple(
+    f"train.eval_{key}" for key in ("every", "num", "features", "sampler", "steps", "real_num")
+)
+RESUMABLE = (*STOP_RULE, *EVALUATION_PLAN)  # all a resume may change: neither changes the weights
 IDENTITY = ("data", "model", "diffusion")  # what a checkpoint must share with its run's config.yaml
 
 
@@ -105,12 +111,12 @@ def saved_config(run_dir: Path, config: Config | None = None, state: dict[str, A
 
 
 def with_stop_rule(saved: Config, config: Config | None) -> Config:
-    """``saved`` with the stopping rule (``train.steps``, ``epochs``, ``minutes``) of ``config``
-    (``saved`` itself when ``config`` is None)."""
+    """``saved`` with the stopping rule (``train.steps``, ``epochs``, ``minutes``) and the evaluation
+    plan (``train.eval_*``) of ``config`` (``saved`` itself when ``config`` is None)."""
     if config is None:
         return saved
     raw = saved.to_dict()
-    for key in STOP_RULE:
+    for key in RESUMABLE:
         name = key.split(".")[1]
         raw["train"][name] = getattr(config.train, name)
     return Config.from_dict(raw)
@@ -118,12 +124,12 @@ def with_stop_rule(saved: Config, config: Config | None) -> Config:
 
 def resume_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """What ``ddpmlab train --resume`` continues: the run as it was saved (:func:`saved_config`),
-    with dotted ``overrides`` that may change its stopping rule only. Overrides that repeat a saved
-    value are accepted (a resume may be typed as the first command was).
+    with dotted ``overrides`` that may change its stopping rule and evaluation plan only. Overrides that
+    repeat a saved value are accepted (a resume may be typed as the first command was).
 
     Raises:
         RunError: nothing to resume, or an override that changes anything but ``train.steps``,
-            ``train.epochs`` or ``train.minutes``.
+            ``train.epochs``, ``train.minutes`` or ``train.eval_*``.
     """
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
@@ -131,10 +137,10 @@ def resume_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) ->
     saved = saved_config(Path(run_dir))
     wanted = saved.with_overrides(list(overrides))
     for key, was, now in _differences(saved.to_dict(), wanted.to_dict()):
-        if key not in STOP_RULE:
+        if key not in RESUMABLE:
             raise RunError(
-                f"--resume continues the run as it was saved: only {', '.join(STOP_RULE)} can change, "
-                f"not {key} ({_show(was)} -> {_show(now)})"
+                f"--resume continues the run as it was saved: only {', '.join(STOP_RULE)} can change, and "
+                f"the evaluation (train.eval_*); not {key} ({_show(was)} -> {_show(now)})"
             )
     return wanted
 
@@ -144,7 +150,7 @@ def stop_rule_changes(saved: Config, config: Config) -> list[str]:
     return [
         f"{key}={_show(now)} (was {_show(was)})"
         for key, was, now in _differences(saved.to_dict(), config.to_dict())
-        if key in STOP_RULE
+        if key in RESUMABLE
     ]
 
 

@@ -36,6 +36,7 @@ from ddpmlab.runs.rundir import (
     write_atomically,
 )
 from ddpmlab.runs.sampling import make_run_sampler
+from ddpmlab.runs.training_eval import check_evaluation, training_evaluator
 from ddpmlab.training.checkpoint import TRAINING_KEYS, load_checkpoint, remove_temporaries
 from ddpmlab.training.objectives import ClassifierObjective, DiffusionObjective
 from ddpmlab.training.trainer import Trainer
@@ -179,7 +180,8 @@ def _build(
 ) -> tuple[Trainer, DataInfo, Config]:
     """The Trainer of the run, resumed when asked; nothing is written to the run directory. Every
     check that can run before training runs here: the checkpoint's integrity, that it belongs to
-    this run and fits its model, the data, the run's default sampler."""
+    this run and fits its model, the data, the run's default sampler, the evaluation plan (its feature
+    network opened and the real data's features computed: ``train.eval_every``)."""
     rank, world = distributed.rank(), distributed.world_size()
     state = None
     if resume:
@@ -202,6 +204,8 @@ def _build(
     diffusion = build_diffusion(config)
     if kind is DIFFUSION:
         check_sampling_plan(config, info, model, diffusion)
+    device = distributed.local_device(config.train.device)
+    evaluator = training_evaluator(config, info, diffusion, run_dir, device, denoiser=kind is DIFFUSION)
     trainer = Trainer(
         model,
         diffusion,
@@ -211,8 +215,9 @@ def _build(
         conditional=config.data.conditional or kind is CLASSIFIER,  # a classifier's labels are its target
         run_config=config.to_dict(),
         hooks=hooks,
-        device=distributed.local_device(config.train.device),
+        device=device,
         objective=kind.objective(diffusion),
+        evaluator=evaluator,
     )
     if state is not None:
         trainer.load_state_dict(state, run_dir / CHECKPOINT)
@@ -325,14 +330,17 @@ def dry_run(
     """The model a config would train (a denoiser; a classifier with ``classifier``; any
     :class:`RunKind` with ``kind``, e.g. a judge) and the data's description, without training and,
     where the config decides the data's shape and classes (e.g. CIFAR-10), without reading the data;
-    otherwise the data is built to learn them (e.g. a labelled folder's classes)."""
+    otherwise the data is built to learn them (e.g. a labelled folder's classes). An evaluation plan
+    (``train.eval_every``) is checked and its feature network opened, on the CPU."""
     info = describe_data(config.data)
     if info is None:
         info = build_data(config.data, config.train.batch_size, config.train.seed)[1]
     kind = kind or (CLASSIFIER if classifier else DIFFUSION)
     model = kind.build_model(config, info)
+    diffusion = build_diffusion(config)
     if kind is DIFFUSION:
-        check_sampling_plan(config, info, model, build_diffusion(config))
+        check_sampling_plan(config, info, model, diffusion)
+    check_evaluation(config, info, diffusion, denoiser=kind is DIFFUSION)
     return model, info
 
 

@@ -3,27 +3,27 @@
 One optimizer step (Ho et al. 2020, Algorithm 1, as practitioners run it):
 
 1. for each of ``grad_accum`` micro-batches: drop conditions to null with probability ``cond_dropout``
-   (classifier-free guidance training), compute the diffusion loss (or the ``objective`` given, e.g.
-   a noise-aware classifier's cross-entropy) under autocast, backpropagate
-   loss / grad_accum;
+   (classifier-free guidance training), compute the diffusion loss (or the ``objective`` given, e.g. a
+   noise-aware classifier's cross-entropy) under autocast, backpropagate loss / grad_accum;
 2. clip the gradient norm, step AdamW, step the LR schedule (linear warmup then cosine decay);
 3. update the EMA weights.
 
-Every ``log_every`` steps a line goes to ``metrics.jsonl`` (and TensorBoard / W&B when enabled);
+Every ``log_every`` steps a line goes to ``metrics.jsonl`` (and TensorBoard / W&B when enabled); every
+``eval_every`` steps an injected evaluator measures the EMA model (:mod:`ddpmlab.training.evaluation`);
 every ``checkpoint_every`` steps and at the end, ``checkpoints/last.pt`` is written atomically with
 everything needed to resume exactly (model, EMA, optimizer, LR schedule, grad scaler, data position,
 random generators). A non-finite loss or gradient stops training with
 :class:`~ddpmlab.training.guard.NonFiniteError` (checked without a host sync per GPU step, see
 :mod:`ddpmlab.training.guard`), and no checkpoint with non-finite weights is ever written.
 
-Under ``torchrun`` (see :mod:`ddpmlab.distributed`) the model is wrapped in DistributedDataParallel,
-which averages the gradients of the processes (skipped with ``no_sync`` on all but the last
-micro-batch of an accumulated step). Every rank draws the timesteps, noise and condition dropout of
-the whole global micro-batch from the same generator and keeps the rows of its own samples, so W
-processes with batch b make the same updates as one process with batch W * b (up to the order of
-float sums), and the optimizer, EMA and generator stay identical on every rank. Only rank 0 writes
-metrics, TensorBoard, hooks' files and checkpoints; checkpoints hold the unwrapped model and do not
-depend on the number of processes.
+Under ``torchrun`` (see :mod:`ddpmlab.distributed`) the model is wrapped in DistributedDataParallel, which
+averages the gradients of the processes (skipped with ``no_sync`` on all but the last micro-batch of an
+accumulated step). Every rank draws the timesteps, noise and condition dropout of the whole global
+micro-batch from the same generator and keeps the rows of its own samples, so W processes with batch b
+make the same updates as one process with batch W * b (up to the order of float sums), and the
+optimizer, EMA and generator stay identical on every rank. Only rank 0 writes metrics, TensorBoard,
+hooks' files and checkpoints; checkpoints hold the unwrapped model and do not depend on the number of
+processes.
 """
 
 from __future__ import annotations
@@ -50,10 +50,11 @@ from ddpmlab.training.checkpoint import (
     save_checkpoint,
 )
 from ddpmlab.training.ema import EMA
+from ddpmlab.training.evaluation import Evaluator, PeriodicEvaluation
 from ddpmlab.training.guard import NonFiniteGuard
 from ddpmlab.training.objectives import DiffusionObjective, Objective
 from ddpmlab.training.optim import lr_multiplier, make_adamw
-from ddpmlab.training.writers import RunLogger, RunningMean
+from ddpmlab.training.writers import RunLogger, RunningMean, progress_bar
 
 __all__ = ["Trainer", "TrainState", "lr_multiplier"]
 
@@ -68,6 +69,7 @@ class TrainState:
     samples_seen: int = 0
     elapsed_seconds: float = 0.0
     last_metrics: dict[str, float] = field(default_factory=dict)
+    evaluated_step: int | None = None  # the last step measured by the evaluator (train.eval_every)
 
 
 TIME_CHECK_EVERY = 10  # steps between the ranks' agreements on train.minutes under torchrun
@@ -92,6 +94,7 @@ class Trainer:
         objective: what to minimise, ``objective(model, x0, cond, generator, t, noise) -> (loss,
             metrics)`` (see :mod:`ddpmlab.training.objectives`); default: the diffusion loss. Its
             metrics (e.g. a classifier's ``accuracy``) are averaged and logged next to the loss.
+        evaluator: ``(step, ema_model) -> metrics`` (rank 0), see :mod:`ddpmlab.training.evaluation`.
     """
 
     def __init__(
@@ -106,8 +109,10 @@ class Trainer:
         hooks: list[Hook] | None = None,
         device: torch.device | None = None,
         objective: Objective | None = None,
+        evaluator: Evaluator | None = None,
     ) -> None:
         self.config = config
+        self.evaluation = PeriodicEvaluation(evaluator, config.eval_every)
         self.objective = objective if objective is not None else DiffusionObjective(diffusion)
         self._extra_means: dict[str, RunningMean] = {}  # the objective's metrics, per logging window
         self.device = device or distributed.resolve_device(config.device)
@@ -284,7 +289,7 @@ class Trainer:
         elapsed_before = self.state.elapsed_seconds
         loss_mean, norm_mean = RunningMean(), RunningMean()
         window_start, window_samples = time.perf_counter(), 0
-        progress = self._progress_bar()
+        progress = progress_bar(self.config, self.total_steps, self.state.step, enabled=self.rank == 0)
         try:
             while not self._should_stop() and (until_step is None or self.state.step < until_step):
                 step_loss: float | torch.Tensor = 0.0
@@ -316,6 +321,7 @@ class Trainer:
         self.state.elapsed_seconds = elapsed_before + time.perf_counter() - started
         if loss_mean.count:
             self._log(self._window_metrics(loss_mean, norm_mean))
+        self.evaluation.finish(self, ended=self._should_stop())  # not after an interruption (until_step)
         self.save()
         if self.rank == 0:
             for hook in self.hooks:
@@ -353,17 +359,9 @@ class Trainer:
             for hook in self.hooks if self.rank == 0 else []:
                 hook(self)
             self.model.train()
+        self.evaluation.maybe_run(self)  # before the checkpoint, which records the evaluated step
         if c.checkpoint_every and self.state.step % c.checkpoint_every == 0:
             self.save()
-
-    def _progress_bar(self):
-        if not self.config.progress or self.rank != 0:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(
-            total=self.total_steps, initial=self.state.step, desc="train", unit="step", dynamic_ncols=True
-        )
 
     # ---------------------------------------------------------------------------------------------
     # Logging.
@@ -387,6 +385,7 @@ class Trainer:
             "samples_seen": self.state.samples_seen,
             "elapsed_seconds": self.state.elapsed_seconds,
             "last_metrics": self.state.last_metrics,
+            "evaluated_step": self.state.evaluated_step,
             "config": self.run_config,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
@@ -448,6 +447,7 @@ class Trainer:
             samples_seen=int(state["samples_seen"]),
             elapsed_seconds=float(state["elapsed_seconds"]),
             last_metrics=dict(state.get("last_metrics") or {}),
+            evaluated_step=state.get("evaluated_step"),
         )
         self.saved_step = self.state.step
 

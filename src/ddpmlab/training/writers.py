@@ -15,7 +15,7 @@ import torch
 
 from ddpmlab.config import TrainConfig
 
-__all__ = ["RunLogger", "RunningMean"]
+__all__ = ["RunLogger", "RunningMean", "progress_bar"]
 
 
 class RunLogger:
@@ -79,18 +79,20 @@ class RunLogger:
         self._writers = []
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        """One line ``{"step": step, **metrics}`` in ``metrics.jsonl``, and ``train/<key>`` scalars."""
+        """One line ``{"step": step, **metrics}`` in ``metrics.jsonl``, and scalars: ``train/<key>``, or
+        the key itself when it names its group (``eval/fd``)."""
         if self.run_dir is None:
             return
         record = {"step": step, **{k: float(v) for k, v in metrics.items()}}
         with open(self.run_dir / "metrics.jsonl", "a") as file:
             file.write(json.dumps(record) + "\n")
+        tagged = {(key if "/" in key else f"train/{key}"): value for key, value in metrics.items()}
         for writer in self._writers:
             if hasattr(writer, "add_scalar"):
-                for key, value in metrics.items():
-                    writer.add_scalar(f"train/{key}", value, step)
+                for tag, value in tagged.items():
+                    writer.add_scalar(tag, value, step)
             else:
-                writer.log({f"train/{k}": v for k, v in metrics.items()}, step=step)
+                writer.log(tagged, step=step)
 
     def log_image(self, step: int, tag: str, image: torch.Tensor) -> None:
         """Send an image [C, H, W] in [0, 1] to TensorBoard / W&B (if enabled)."""
@@ -99,6 +101,15 @@ class RunLogger:
                 writer.add_image(tag, image, step)
             else:
                 writer.log({tag: writer.Image(image.permute(1, 2, 0).numpy())}, step=step)
+
+
+def progress_bar(config: TrainConfig, total: int | None, initial: int, enabled: bool = True) -> Any:
+    """A tqdm bar of optimizer steps (``train.progress``; None where disabled or not rank 0)."""
+    if not config.progress or not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
 
 
 class RunningMean:
