@@ -71,6 +71,7 @@ IMAGE = "sample --run runs/img --out grid.png"
 TEXT_RUN = "sample --run runs/text --out g.png"
 IMAGE_CONFIG = f"{BAD}/mnist5k.yaml"
 FOLDER = "forward --data folder --out f.png --root"
+COMPARE = "compare --features judge:runs/toy --out rep"
 
 CASES: list[Case] = [
     # config files and values
@@ -169,6 +170,19 @@ CASES: list[Case] = [
     _c("argument", "sweep --run runs/img --features judge:runs/toy --out file.txt", "file.txt is a file"),
     _c("argument", "sweep --run runs/img --features judge:runs/toy --out o --steps a,b",
        "--steps must be comma-separated numbers"),
+    _c("argument", f"{COMPARE} runs/img,guidanse=3", "unknown setting 'guidanse' (did you mean guidance?)"),
+    _c("argument", f"{COMPARE} runs/img,steps=0", "entry 'runs/img,steps=0': steps must be positive"),
+    _c("argument", f"{COMPARE} runs/img,sampler=ddpm,eta=0.5", "eta applies to the ddim sampler"),
+    _c("argument", f"{COMPARE} runs/img,classifier_scale=2", "classifier_scale needs classifier=RUN"),
+    _c("argument", f"{COMPARE} runs/img,classifier=runs/clf", "classifier= guides an unconditional run"),
+    _c("argument", f"{COMPARE} runs/img,label=a runs/img,label=a", "label=a names two entries"),
+    _c("argument", f"{COMPARE} guidance=3,runs/img", "an entry starts with its run directory"),
+    _c("argument", f"{COMPARE} runs/img --num 0", "--num must be positive, got 0"),
+    _c("argument", "compare runs/img --features nonsense --out rep", "--features must be judge:RUN or"),
+    _c("argument", "compare runs/img --features judge:runs/toy --out file.txt", "--out file.txt is a file"),
+    _c("argument", COMPARE, "the following arguments are required: ENTRY"),
+    _c("run", f"{COMPARE} runs/missing", "runs/missing is not a trained run"),
+    _c("run", f"{COMPARE} runs/toy", "runs/toy is a toy run; compare measures image runs"),
     _c("argument", "import-diffusers data/empty --run runs/new", "not a diffusers UNet2DModel + scheduler"),
     _c("config", "train-judge --config configs/mog1d.yaml --dry-run", "train-judge trains model.type judge"),
     _c("argument", "frobnicate", "argument COMMAND: invalid choice: 'frobnicate'"),

@@ -14,7 +14,7 @@ from pathlib import Path
 from pickle import UnpicklingError
 
 from ddpmlab.cli_checks import UsageError, check_figure, parse_args
-from ddpmlab.cli_measure import evaluate, sweep
+from ddpmlab.cli_measure import compare, evaluate, sweep
 from ddpmlab.cli_sampling import draw, names, sampling_request
 
 __all__ = ["main"]
@@ -313,6 +313,7 @@ COMMANDS = {
     "export": _cmd_export,
     "evaluate": evaluate,
     "sweep": sweep,
+    "compare": compare,
     "import-diffusers": _cmd_import_diffusers,
 }
 

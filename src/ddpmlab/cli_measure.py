@@ -1,14 +1,15 @@
-"""The measuring commands: ``evaluate`` and ``sweep`` (see :mod:`ddpmlab.runs.evaluate` and
-:mod:`ddpmlab.runs.sweep`; judges are trained by ``train-judge``, in :mod:`ddpmlab.cli`)."""
+"""The measuring commands: ``evaluate``, ``sweep`` and ``compare`` (see :mod:`ddpmlab.runs.evaluate`,
+:mod:`ddpmlab.runs.sweep` and :mod:`ddpmlab.runs.compare`; judges are trained by ``train-judge``, in
+:mod:`ddpmlab.cli`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ddpmlab.cli_checks import UsageError
+from ddpmlab.cli_checks import UsageError, check_device, check_numbers
 from ddpmlab.cli_sampling import draw, names, sampling_request
 
-__all__ = ["evaluate", "sweep"]
+__all__ = ["evaluate", "sweep", "compare"]
 
 
 def evaluate(args) -> int:
@@ -89,5 +90,48 @@ def sweep(args) -> int:
     }
     paths = write_sweep(rows, args.out, context)
     print((Path(args.out) / "sweep.md").read_text())
+    print("wrote " + ", ".join(str(path) for path in paths.values()))
+    return 0
+
+
+def _compare_command(args) -> str:
+    """The command line that makes this report again (the options spelled out, defaults included)."""
+    import shlex
+
+    words = ["ddpmlab", "compare", *args.entries, "--features", args.features, "--num", str(args.num),
+             "--seed", str(args.seed), "--real-num", str(args.real_num), "--out", args.out]
+    if args.device != "auto":
+        words += ["--device", args.device]
+    return shlex.join(words)
+
+
+def compare(args) -> int:
+    """``ddpmlab compare``: entries side by side, sampled alike, measured alike, in one report."""
+    from ddpmlab.export import check_destination
+    from ddpmlab.runs.compare import compare_entries, open_entries, parse_entry
+    from ddpmlab.runs.compare_report import write_compare_report
+    from ddpmlab.runs.evaluate import load_feature_network
+
+    check_device(args.device)
+    check_numbers(args)
+    if args.real_num <= 0:
+        raise UsageError(f"--real-num must be positive, got {args.real_num}")
+    specs = [parse_entry(text) for text in args.entries]
+    check_destination(args.out, folder=True)
+    entries = open_entries(specs, args.num, args.device)  # every run and setting checked before sampling
+    network = load_feature_network(args.features, args.device)
+    comparison = compare_entries(entries, network, args.num, args.seed, args.real_num, progress=True)
+    paths = write_compare_report(comparison, args.out, _compare_command(args))
+    label = comparison.context["fd_label"]
+    header = f"{'precision':>9} {'recall':>7} {'class acc':>9} {'s/image':>8}"
+    print(f"{'entry':<40} {label:>10} {'floor':>8} {header}")
+    for row in comparison.rows:
+        result = row["result"]
+        accuracy = result.get("class_accuracy")
+        print(
+            f"{row['label'][:40]:<40} {result['fd']:>10.4g} {result['fd_floor']:>8.3g} "
+            f"{result['precision']:>9.3f} {result['recall']:>7.3f} "
+            f"{'n/a' if accuracy is None else f'{accuracy:.3f}':>9} {row['seconds_per_image']:>8.3g}"
+        )
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0

@@ -259,6 +259,44 @@ def _add_interop_parsers(sub) -> None:
     p.set_defaults(command="import-diffusers")
 
 
+COMPARE_EPILOG = """\
+An ENTRY is a run directory, optionally followed by comma-separated settings (no spaces unless quoted):
+  RUN[,label=NAME][,sampler=NAME][,steps=K][,eta=E][,guidance=W][,classifier=RUN][,classifier_scale=S]
+Settings left out take the run's sample section. guidance (classifier-free) applies to conditional runs,
+classifier (classifier guidance, a run of `ddpmlab train-classifier`) to unconditional ones; label names
+the entry's column. Every entry is sampled with the same --seed and, when it takes labels (conditional
+runs, classifier guidance), the classes 0, 1, ..., C-1 in turn.
+
+examples:
+  ddpmlab compare runs/mnist5k runs/mnist5k_uncond --features judge:runs/mnist5k_judge --out report/
+  ddpmlab compare runs/mnist5k,guidance=3 \\
+      runs/mnist5k_uncond,classifier=runs/mnist5k_classifier,classifier_scale=3,label=classifier_s3 \\
+      --features judge:runs/mnist5k_judge --num 1000 --out cg_vs_cfg/
+"""
+
+
+def _add_compare_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="runs (or sampling settings) side by side: sample grids, metrics with floors, training curves",
+        description="Sample every ENTRY with the same seed and labels, measure each against its run's real "
+        "data as `ddpmlab evaluate` does (every metric beside its real-vs-real floor; with a judge, also the "
+        "histogram of predicted classes), and write one report into --out: report.md, index.html (a static "
+        "page, the sample grids above the numbers), report.json, a grid and the samples (.npz) per entry, "
+        "the runs' training curves, their training budget, size and differing config keys.",
+        epilog=COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("entries", nargs="+", metavar="ENTRY", help="RUN[,key=value,...] (see below)")
+    p.add_argument("--features", required=True, help="judge:RUN or inception[:WEIGHTS]")
+    p.add_argument("--num", type=int, default=1000, help="samples per entry (default 1000)")
+    p.add_argument("--out", required=True, help="the report folder (created; files in it are replaced)")
+    p.add_argument("--real-num", type=int, default=10_000, help="real images to read at most (default 10000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(command="compare")
+
+
 def build_parser() -> OneLineParser:
     """The ``ddpmlab`` argument parser with every command."""
     parser = OneLineParser(prog="ddpmlab", description="Denoising diffusion probabilistic models.")
@@ -267,5 +305,6 @@ def build_parser() -> OneLineParser:
     _add_training_parsers(subparsers)
     _add_sampling_parsers(subparsers)
     _add_interop_parsers(subparsers)
+    _add_compare_parser(subparsers)
     parser.commands = subparsers.choices  # name -> sub-parser (errors about a command name it)
     return parser

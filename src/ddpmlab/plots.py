@@ -28,6 +28,7 @@ __all__ = [
     "plot_snapshots_2d",
     "animate_2d",
     "plot_loss_curve",
+    "plot_training_curves",
     "forward_timesteps",
     "forward_strips",
     "plot_forward_images",
@@ -260,6 +261,19 @@ def plot_loss_curve(records: Sequence[dict], path: str | Path) -> Path:
         twin = ax.twinx()
         twin.plot(steps, lrs, color="C1", lw=0.8, alpha=0.7, label="learning rate")
         twin.set_ylabel("learning rate", color="C1")
+    return _save(fig, path)
+
+
+def plot_training_curves(curves: dict[str, Sequence[dict]], path: str | Path) -> Path:
+    """The training loss of several runs against step in one figure (log scale), one line per run:
+    ``curves`` maps a run's name to its metrics.jsonl records (those without ``loss`` are skipped)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, records in curves.items():
+        rows = [r for r in records if "loss" in r and "step" in r]
+        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1.2, label=name)
+    ax.set(xlabel="optimizer step", ylabel="training loss", title="training loss", yscale="log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 

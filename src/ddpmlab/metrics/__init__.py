@@ -11,7 +11,7 @@ Images are compared through features [N, D] made by a feature network (:mod:`.fe
 - :mod:`ddpmlab.metrics.memorisation`: :func:`nearest_neighbours`, :func:`memorisation_report`,
   :func:`plot_closest_pairs`.
 - :mod:`ddpmlab.metrics.summary`: :func:`real_floor`, :func:`compare_features` (every metric beside
-  its real-vs-real floor, N, network and versions), :func:`class_accuracy`.
+  its real-vs-real floor, N, network and versions), :func:`class_accuracy`, :func:`class_coverage`.
 - :mod:`ddpmlab.metrics.inception`: :func:`load_inception`, the standard FID network from a local
   weights file (optional extra ``ddpmlab[metrics]``).
 """
@@ -38,7 +38,13 @@ from ddpmlab.metrics.memorisation import (
     nearest_neighbours,
     plot_closest_pairs,
 )
-from ddpmlab.metrics.summary import class_accuracy, compare_features, package_versions, real_floor
+from ddpmlab.metrics.summary import (
+    class_accuracy,
+    class_coverage,
+    compare_features,
+    package_versions,
+    real_floor,
+)
 from ddpmlab.metrics.toy import (
     energy_distance,
     ks_statistic,
@@ -75,6 +81,7 @@ __all__ = [
     "memorisation_report",
     "plot_closest_pairs",
     "class_accuracy",
+    "class_coverage",
     "package_versions",
     "real_floor",
     "compare_features",

@@ -23,7 +23,7 @@ from ddpmlab.metrics.distances import FeatureStats, frechet_distance, kernel_inc
 from ddpmlab.metrics.features import network_name
 from ddpmlab.metrics.manifold import RealManifold, precision_recall_against
 
-__all__ = ["class_accuracy", "package_versions", "real_floor", "compare_features"]
+__all__ = ["class_accuracy", "class_coverage", "package_versions", "real_floor", "compare_features"]
 
 T = TypeVar("T")
 
@@ -58,6 +58,40 @@ def class_accuracy(predictions: ArrayLike, labels: ArrayLike) -> float:
     if len(labels) == 0:
         raise ValueError("no samples to score")
     return float((predictions.cpu() == labels.cpu()).double().mean())
+
+
+def class_coverage(predictions: ArrayLike, num_classes: int) -> dict[str, Any]:
+    """How evenly samples cover the classes a classifier sees in them (for unconditional models, where
+    class accuracy does not apply, and for conditional ones asked for every class equally often).
+
+    Args:
+        predictions: predicted classes [N] (integers in 0..num_classes-1) or logits [N, C].
+        num_classes: C.
+
+    Returns:
+        ``class_histogram`` (counts [C]), ``effective_classes``: exp of the entropy of the predicted
+        class frequencies (C when every class is predicted equally often, 1 when all samples fall in one
+        class), and ``classes_missing``: classes never predicted.
+
+    Raises:
+        ValueError: no predictions, or classes out of range.
+    """
+    predictions = predictions if torch.is_tensor(predictions) else torch.as_tensor(np.asarray(predictions))
+    if predictions.ndim == 2:
+        predictions = predictions.argmax(dim=1)
+    predictions = predictions.cpu().long()
+    if predictions.ndim != 1 or len(predictions) == 0:
+        raise ValueError(f"predictions must be classes [N], N > 0, got {list(predictions.shape)}")
+    if int(predictions.min()) < 0 or int(predictions.max()) >= num_classes:
+        raise ValueError(f"predicted classes must lie in 0..{num_classes - 1}")
+    counts = torch.bincount(predictions, minlength=num_classes)
+    shares = counts.double() / counts.sum()
+    entropy = -float((shares[shares > 0] * shares[shares > 0].log()).sum())
+    return {
+        "class_histogram": counts.tolist(),
+        "effective_classes": float(np.exp(entropy)),
+        "classes_missing": int((counts == 0).sum()),
+    }
 
 
 def package_versions() -> dict[str, str]:

@@ -8,7 +8,7 @@ What is measured (see :mod:`ddpmlab.metrics` for each metric's paper and protoco
   for N real images held out of that reference (what a perfect generator would score at this N);
 - ``class_accuracy`` (class-conditional runs, with a judge): the fraction of samples the judge
   classifies as the class they were asked for; ``class_accuracy_floor``: the judge's accuracy on the
-  same number of real images (what "recognisable" means for this judge);
+  same number of real images, chosen at random (what "recognisable" means for this judge);
 - ``memorisation``, in the features and in pixels: each sample's distance to its nearest real image,
   and the fraction of samples closer to the real set than real images are. The real set is split (seeded)
   90 / 10: the 90% are searched, the 10% calibrate the threshold (the 5% quantile of their nearest
@@ -126,9 +126,11 @@ def evaluate_images(
     result = compare_features(fake, real_features, network, seed=seed)
     if hasattr(network, "predict") and torch.is_tensor(labels) and real.labels is not None:
         result["class_accuracy"] = class_accuracy(network.predict(images), labels)
+        # as many real images, chosen at random: the real set may be stored class by class (mnist5k is)
         count = min(len(real.images), len(images))
+        chosen = torch.from_numpy(np.random.default_rng(seed + 2).permutation(len(real.images))[:count])
         result["class_accuracy_floor"] = class_accuracy(
-            network.predict(real.images[:count]), real.labels[:count]
+            network.predict(real.images[chosen]), real.labels[chosen]
         )
     if not memorisation:
         return result

@@ -25,7 +25,7 @@ from ddpmlab.runs.evaluate import RealData, evaluate_images
 from ddpmlab.runs.rundir import Run
 from ddpmlab.runs.sampling import make_run_sampler, sample_run
 
-__all__ = ["SWEEP_COLUMNS", "sweep_run", "write_sweep"]
+__all__ = ["SWEEP_COLUMNS", "network_evaluations", "sweep_run", "write_sweep"]
 
 SWEEP_COLUMNS = (
     "sampler",
@@ -44,7 +44,7 @@ SWEEP_COLUMNS = (
 )
 
 
-def _evaluations(sampler: Any, guidance: float | None, conditional: bool) -> int:
+def network_evaluations(sampler: Any, guidance: float | None, conditional: bool) -> int:
     """Network evaluations per sample: the sampler's (Heun takes two per step), doubled under CFG (w = 0
     and w = 1 evaluate the unconditional or the conditional model alone: one forward per step)."""
     count = int(getattr(sampler, "num_evaluations", sampler.num_steps))
@@ -80,7 +80,7 @@ def sweep_run(
             "sampler": name,
             "steps": sampler.num_steps,
             "guidance": scale if run.conditional else None,
-            "nfe": _evaluations(sampler, scale, run.conditional),
+            "nfe": network_evaluations(sampler, scale, run.conditional),
             "seconds_per_image": seconds / num,
         }
         row.update({key: result.get(key) for key in SWEEP_COLUMNS if key not in row})
