@@ -16,7 +16,9 @@ Structure, for L = len(channel_mults) levels with C_l = base_channels * channel_
 
 Text-conditional models can also cross-attend (``text_cross_attention``): each attention block then
 follows its self-attention with attention from the pixels to the string's character tokens (Rombach et
-al. 2022), so that each region of the image can look up the character it should draw.
+al. 2022), so that each region of the image can look up the character it should draw. With
+``text_glyph`` they also see the string drawn in a plain font (:class:`~ddpmlab.models.glyphs.GlyphBank`)
+as one more input channel beside x_t (TextDiffuser, GlyphControl): the task becomes restyling.
 
 Residual block: GroupNorm -> SiLU -> Conv3x3 -> time embedding -> GroupNorm -> SiLU -> Dropout ->
 zero-initialised Conv3x3, plus a 1x1 conv on the skip when the width changes. The time embedding is
@@ -56,6 +58,7 @@ from ddpmlab.models.embeddings import (
     build_condition_encoder,
     embed_condition,
 )
+from ddpmlab.models.glyphs import GlyphBank
 
 __all__ = [
     "UNet",
@@ -72,6 +75,27 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters of ``model`` (only those with requires_grad when ``trainable_only``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
+
+
+def _check_text_options(condition: str | None, text_cross_attention: bool, text_glyph: bool) -> None:
+    if text_cross_attention and condition != "text":
+        raise ValueError("text_cross_attention needs condition='text'")
+    if not isinstance(text_glyph, bool):
+        raise ValueError(f"text_glyph must be true or false, got {text_glyph!r}")
+    if text_glyph and condition != "text":
+        raise ValueError("text_glyph needs condition='text'")
+
+
+def _glyph_bank(
+    text_glyph: bool, charset: str | None, length: int | None, size: Sequence[int] | None, image_size: int
+) -> GlyphBank | None:
+    """The UNet's :class:`GlyphBank` (None without ``text_glyph``); ``size`` defaults to a square."""
+    if not text_glyph:
+        return None
+    size = list(size) if size is not None else [image_size, image_size]
+    if len(size) != 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in size):
+        raise ValueError(f"text_glyph_size must be [height, width] in pixels, got {size!r}")
+    return GlyphBank(charset, length, *size)
 
 
 class UNetStage(nn.Module):
@@ -129,6 +153,12 @@ class UNet(nn.Module):
             tokens (:class:`CrossAttention`), besides the pooled text embedding added to the time
             embedding: each region of the image can look up the character it should draw, instead of
             decoding positions from one pooled vector (the way text-to-image models condition).
+        text_glyph: with ``condition="text"``, x_t is concatenated (before the patch folding) with one
+            more channel, the glyph image of the string: its characters drawn once in Pillow's default
+            font and laid side by side (:class:`~ddpmlab.models.glyphs.GlyphBank`, a buffer saved with
+            the weights; the null string "" is blank). The outputs keep ``in_channels`` channels.
+        text_glyph_size: (height, width) of the glyph image, the training images' size; default
+            (image_size, image_size). Inputs of another size get the glyph image resized to theirs.
         scale_shift: FiLM-style time conditioning (True) or additive (False, Ho et al.).
         num_groups: GroupNorm groups; every level's width must be divisible by it.
         gradient_checkpointing: recompute each stage's activations in the backward pass (less memory,
@@ -175,6 +205,8 @@ class UNet(nn.Module):
         text_token_dim: int = 64,
         text_pooling: Literal["flatten", "mean"] = "flatten",
         text_cross_attention: bool = False,
+        text_glyph: bool = False,
+        text_glyph_size: Sequence[int] | None = None,
         scale_shift: bool = True,
         num_groups: int = 32,
         gradient_checkpointing: bool = False,
@@ -195,8 +227,7 @@ class UNet(nn.Module):
         levels = resolve_attention_levels(
             attention_levels, attention_resolutions, image_size // patch_size, len(channel_mults)
         )
-        if text_cross_attention and condition != "text":
-            raise ValueError("text_cross_attention needs condition='text'")
+        _check_text_options(condition, text_cross_attention, text_glyph)
         self.text_cross_attention = bool(text_cross_attention)
         context_dim = text_token_dim if text_cross_attention else None
         self.in_channels = in_channels
@@ -209,14 +240,10 @@ class UNet(nn.Module):
 
         self.time_embedding = TimestepEmbedding(base_channels, emb_dim, time_frequency_shift)
         self.condition_encoder = build_condition_encoder(
-            condition,
-            emb_dim,
-            num_classes=num_classes,
-            text_charset=text_charset,
-            text_length=text_length,
-            text_token_dim=text_token_dim,
-            text_pooling=text_pooling,
+            condition, emb_dim, num_classes=num_classes, text_charset=text_charset, text_length=text_length,
+            text_token_dim=text_token_dim, text_pooling=text_pooling,
         )
+        self.glyph_bank = _glyph_bank(text_glyph, text_charset, text_length, text_glyph_size, image_size)
 
         def stage(in_ch: int, out_ch: int, attention: bool) -> UNetStage:
             residual = ResidualBlock(in_ch, out_ch, emb_dim, dropout, num_groups, scale_shift, norm_eps)
@@ -224,7 +251,8 @@ class UNet(nn.Module):
             block = AttentionBlock(out_ch, heads, num_groups, context_dim, norm_eps) if attention else None
             return UNetStage(residual, block)
 
-        self.input_conv = nn.Conv2d(in_channels * patch_size**2, base_channels, 3, padding=1)
+        input_width = (in_channels + int(text_glyph)) * patch_size**2  # x_t's channels (+ the glyph image)
+        self.input_conv = nn.Conv2d(input_width, base_channels, 3, padding=1)
         self.down_levels, skip_widths = self._build_down(
             widths, base_channels, num_res_blocks, levels, stage, downsample_padding
         )
@@ -303,6 +331,17 @@ class UNet(nn.Module):
             raise ValueError(f"got {tokens.shape[0]} conditions for a batch of {batch}")
         return tokens
 
+    def glyph_image(self, cond: Any, batch: int, size: Sequence[int]) -> torch.Tensor:
+        """The glyph image [B, 1, *size] of the strings ``cond`` (``None``: the null string, blank)."""
+        encoder = self.condition_encoder
+        token_ids = encoder.tokenize(encoder.null_batch(batch) if cond is None else cond)
+        if token_ids.shape[0] != batch:
+            raise ValueError(f"got {token_ids.shape[0]} conditions for a batch of {batch}")
+        image = self.glyph_bank(token_ids)
+        if tuple(image.shape[-2:]) != tuple(size):
+            image = F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False)
+        return image
+
     def check_input(self, x_t: torch.Tensor) -> None:
         """Raise ValueError unless x_t is [B, in_channels, H, W] with H and W divisible as needed."""
         if x_t.ndim != 4 or x_t.shape[1] != self.in_channels:
@@ -323,6 +362,9 @@ class UNet(nn.Module):
         batch, device = x_t.shape[0], x_t.device
         context = self.context(cond, batch, device)  # text tokens once per call (None without cross-attn)
         emb = self.embed(t, cond, batch, device, context)
+        if self.glyph_bank is not None:
+            glyphs = self.glyph_image(cond, batch, x_t.shape[-2:]).to(device=device, dtype=x_t.dtype)
+            x_t = torch.cat([x_t, glyphs], dim=1)
         h = self.input_conv(F.pixel_unshuffle(x_t, self.patch_size) if self.patch_size > 1 else x_t)
         skips = [h]
         for level in self.down_levels:

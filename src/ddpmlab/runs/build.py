@@ -70,9 +70,12 @@ def _unet_options(config: Config, info: DataInfo, options: dict[str, Any]) -> No
         options.setdefault("text_charset", info.text_charset)
         options.setdefault("text_length", info.text_length)
     if options.get("condition") != "text":
-        # like the other text options, cross-attention to text means nothing without text labels
-        # (e.g. the captcha config with data.conditional=false)
+        # like the other text options, cross-attention to text and glyph images mean nothing without text
+        # labels (e.g. the captcha config with data.conditional=false)
         options.pop("text_cross_attention", None)
+        options.pop("text_glyph", None)
+    elif options.get("text_glyph"):
+        options.setdefault("text_glyph_size", list(info.shape[1:]))  # the glyph image is the data's size
 
 
 def build_model_for(config: Config, info: DataInfo) -> torch.nn.Module:
