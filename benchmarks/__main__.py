@@ -60,6 +60,10 @@ BENCHMARKS = {
         "benchmarks.eval_cost",
         "seconds for the judge features and metrics (FD, KID, precision/recall, memorisation) of 10k samples",
     ),
+    "mnist5k-eval": (
+        "benchmarks.mnist5k_eval",
+        "the make-demo model at N = 1,000 and 5,000: FD_judge, KID, precision/recall, memorisation",
+    ),
     "gpu": (
         "benchmarks.gpu.driver",
         "CIFAR-10 UNet on a GPU: train/sample speed vs diffusers, MFU, memory, loss (--smoke: CPU)",

@@ -91,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     samples, real = image_sets(args.num)
     extract_features(samples[:100], judge)  # warm-up
     seconds: dict[str, float] = {}
-    fake_features, seconds["judge features of the samples"] = timed_once(lambda: extract_features(samples, judge))
-    real_features, seconds["judge features of the real set"] = timed_once(lambda: extract_features(real, judge))
+    fake_features, seconds["judge features of the samples"] = timed_once(
+        lambda: extract_features(samples, judge)
+    )
+    real_features, seconds["judge features of the real set"] = timed_once(
+        lambda: extract_features(real, judge)
+    )
     result, seconds["FD + KID + precision/recall, with floors"] = timed_once(
         lambda: compare_features(fake_features, real_features, judge)
     )
@@ -101,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     _, seconds["memorisation (pixels)"] = timed_once(
         lambda: memorisation_report(
-            samples.flatten(1).float(), real[: args.num].flatten(1).float(), real[args.num :].flatten(1).float()
+            samples.flatten(1).float(),
+            real[: args.num].flatten(1).float(),
+            real[args.num :].flatten(1).float(),
         )
     )
     per_image = inception_seconds_per_image(args.inception_num)
@@ -122,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {stage} | {value:.1f} |" for stage, value in seconds.items()]
     judge_total = sum(v for k, v in seconds.items() if not k.startswith("Inception"))
     lines += ["", f"Everything on the judge's features: **{judge_total:.0f} s** for {args.num:,} samples."]
-    data = {"seconds": seconds, "n": args.num, "machine": harness.machine_line(), "versions": harness.versions()}
+    data = {
+        "seconds": seconds,
+        "n": args.num,
+        "machine": harness.machine_line(),
+        "versions": harness.versions(),
+    }
     harness.publish(args, data, "\n".join(lines) + "\n")
     return 0
 

@@ -5,11 +5,12 @@ Run by hand (not a test), after ``make demo`` (the class-conditional mnist5k mod
     .venv/bin/ddpmlab train-judge --config configs/mnist5k_judge.yaml --run runs/mnist5k_judge
     .venv/bin/python -m benchmarks sampler-quality --run runs/demo-mnist5k --features judge:runs/mnist5k_judge
 
-Every setting draws the same ``--num`` samples (default 1,000) (same seed: the same x_T and labels 0..9 in turn, so
-deterministic samplers differ only by their discretisation), at the run's guidance scale, and measures
-them with :func:`ddpmlab.runs.sweep.sweep_run` against the run's real images (FD and KID in the judge's
-features, precision, recall, class accuracy). DDPM with all 1000 steps is the reference; for each
-sampler the report gives the fewest network evaluations (NFE; a CFG step counts two) whose FD is within
+Every setting draws the same ``--num`` samples (default 1,000; the same seed, so the same x_T, and
+labels 0..9 in blocks: deterministic samplers differ only by their discretisation), at the run's
+guidance scale, and measures them with :func:`ddpmlab.runs.sweep.sweep_run` against the run's real
+images (FD and KID in the judge's features, precision, recall, class accuracy). DDPM with all 1000
+steps is the reference; for each sampler the report gives the fewest network evaluations (NFE; a CFG
+step counts two) whose FD is within
 ``--tolerance`` (5%) of the reference's and whose KID is within the reference's KID standard deviation,
 and the wall time per image there, with CFG (the measured row) and without (the same sampler and steps
 at w = 1, one forward per step, timed on ``--timing-num`` images).
@@ -125,9 +126,8 @@ def report(rows: list[dict], matches: dict[str, dict], args, context: dict) -> s
         else:
             plain = match.get("seconds_per_image_without_cfg")
             plain_text = "" if plain is None else f"{plain:.3f}"
-            lines.append(
-                f"| {name} | {match['steps']} | {match['nfe']} | {match['seconds_per_image']:.3f} | {plain_text} |"
-            )
+            cfg_text = f"{match['seconds_per_image']:.3f}"
+            lines.append(f"| {name} | {match['steps']} | {match['nfe']} | {cfg_text} | {plain_text} |")
     return "\n".join(lines) + "\n"
 
 
@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             done = any((r["sampler"], r["steps"]) == (name, steps) for r in rows)
             if done or (wanted is not None and name not in wanted):
                 continue
-            [row] = sweep_run(run, network, real, [name], [steps], [None], plan.num, plan.labels, args.seed, True)
+            [row] = sweep_run(
+                run, network, real, [name], [steps], [None], plan.num, plan.labels, args.seed, True
+            )
             rows.append(row)
             _save_partial(partial, rows)
             print(json.dumps(row), flush=True)
