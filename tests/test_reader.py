@@ -17,7 +17,7 @@ from ddpmlab.data.base import to_uint8
 from ddpmlab.data.captcha import CaptchaDataset
 from ddpmlab.metrics import FeatureNetwork, edit_distance, extract_features, reading_accuracy
 from ddpmlab.models.reader import CaptchaReader, best_path, encode_texts, paths_to_texts
-from ddpmlab.training.reader_objective import ReaderObjective
+from ddpmlab.training.reader_objective import ReaderObjective, augment_renders
 
 SMALL_TEXT = ["data.charset=abcdefgh", "data.length=3", "data.height=16", "data.width=32"]
 TINY_READER = [
@@ -115,6 +115,15 @@ def test_ctc_loss_is_torch_ctc_on_log_softmax_with_blank_zero():
         ReaderObjective()(_FixedLogits(spelled, "abc"), torch.zeros(3, 1, 8, 28), classes, None)
 
 
+def test_augmentation_moves_and_noises_within_range_fixed_by_the_generator():
+    data = CaptchaDataset(num_items=4, charset="abcdefgh", length=3, height=16, width=32, seed=2)
+    x = torch.stack([data[i][0] for i in range(4)])
+    a = augment_renders(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, augment_renders(x, torch.Generator().manual_seed(1))) and a.shape == x.shape
+    assert a.min() >= -1.0 and a.max() <= 1.0 and not torch.equal(a, x)
+    assert (a - x).abs().mean() < 0.3  # a small change: the text stays where it was, roughly
+
+
 def test_reader_shapes_and_refusals():
     reader = CaptchaReader("abc", 3, in_channels=1, height=16, width=32, width_channels=4, rnn_hidden=5)
     x = torch.rand(2, 1, 16, 32) * 2 - 1
@@ -132,7 +141,7 @@ def test_a_tiny_reader_learns_a_few_renders_exactly():
     texts = list(data.texts)
     torch.manual_seed(0)
     reader = CaptchaReader("abcdefgh", 3, height=16, width=32, width_channels=8, hidden=32, rnn_hidden=16)
-    objective, optimizer = ReaderObjective(), torch.optim.Adam(reader.parameters(), lr=1e-2)
+    objective, optimizer = ReaderObjective(augment=False), torch.optim.Adam(reader.parameters(), lr=1e-2)
     for _ in range(300):
         loss, metrics = objective(reader, x, texts, None)
         optimizer.zero_grad()

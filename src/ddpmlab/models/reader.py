@@ -117,9 +117,9 @@ class CaptchaReader(nn.Module):
         in_channels: int = 1,
         height: int = 32,
         width: int = 96,
-        width_channels: int = 32,
-        hidden: int = 128,
-        rnn_hidden: int = 64,
+        width_channels: int = 16,
+        hidden: int = 96,
+        rnn_hidden: int = 48,
     ) -> None:
         super().__init__()
         if not isinstance(charset, str) or not charset or len(set(charset)) != len(charset):

@@ -3,9 +3,12 @@
 0. See :mod:`ddpmlab.training.objectives` for the objective protocol.
 
 The renders already vary: every item draws its own font size, rotation, warp, spacing, noise dots and
-curve (see :mod:`ddpmlab.data.captcha`). With ``augment`` each image is also moved a little (shift up to
-2 pixels each way, scale 0.92..1.08, edges repeated) and given Gaussian pixel noise (sigma up to 0.1 in
-[-1, 1] units), from the Trainer's generator, so that a resumed run draws the same changes.
+curve (see :mod:`ddpmlab.data.captcha`). With ``augment`` (the default) each image is also moved a
+little (shift up to 2 pixels each way, scale 0.92..1.08, edges repeated) and given Gaussian pixel noise
+(sigma up to 0.1 in [-1, 1] units), from the Trainer's generator, so that a resumed run draws the same
+changes. Measured on the shipped config's data (30,000 renders, 2,200 steps of 64, two runs side by side
+on the shared CPU): 98.1% of 1,000 held-out renders read exactly without it (and 99.95% of its last
+training batches: it learns the renders themselves), 98.8% with it.
 """
 
 from __future__ import annotations
@@ -51,11 +54,11 @@ class ReaderObjective:
     """CTC loss of a reader's logits on clean images and their strings.
 
     Called by the Trainer as ``objective(model, x0, texts, generator)``; ``t`` and ``noise`` are not
-    used, the generator only with ``augment``. Metric: ``accuracy``, the fraction of the batch read exactly (greedy
-    decoding).
+    used, the generator only with ``augment``. Metric: ``accuracy``, the fraction of the (augmented)
+    batch read exactly (greedy decoding).
     """
 
-    def __init__(self, diffusion: Any = None, augment: bool = False) -> None:
+    def __init__(self, diffusion: Any = None, augment: bool = True) -> None:
         self.ctc = nn.CTCLoss(blank=BLANK, reduction="mean", zero_infinity=True)
         self.augment = augment
 
