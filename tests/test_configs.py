@@ -62,9 +62,12 @@ def _data_overrides(config: Path, root: Path) -> list[str]:
 
 
 def _dry_run(config: Path, root: Path, capsys) -> int:
-    """``--dry-run`` of the config's training command (classifier configs have their own)."""
+    """``--dry-run`` of the config's training command (classifier, judge and reader configs have their
+    own)."""
     model_type = (yaml.safe_load(config.read_text()).get("model") or {}).get("type")
-    command = "train-classifier" if model_type == "classifier" else "train"
+    command = {"classifier": "train-classifier", "judge": "train-judge", "reader": "train-reader"}.get(
+        model_type, "train"
+    )
     status = main([command, "--config", str(config), "--dry-run", *_data_overrides(config, root)])
     captured = capsys.readouterr()
     assert status == 0, f"{config.name}: {captured.err.strip()}"

@@ -93,20 +93,25 @@ def _cmd_forward(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# ddpmlab train | train-classifier | demo
+# ddpmlab train | train-classifier | train-judge | train-reader | demo
 # --------------------------------------------------------------------------------------------------
 
 
 def _run_kind(kind: str):
     """The :class:`~ddpmlab.runs.training.RunKind` a training command trains."""
     from ddpmlab.runs.judge import JUDGE
+    from ddpmlab.runs.reader import READER
     from ddpmlab.runs.training import CLASSIFIER, DIFFUSION
 
-    return {"diffusion": DIFFUSION, "classifier": CLASSIFIER, "judge": JUDGE}[kind]
+    return {"diffusion": DIFFUSION, "classifier": CLASSIFIER, "judge": JUDGE, "reader": READER}[kind]
 
 
-# What the accuracy a classifier or judge run logs is measured on.
-ACCURACY_ON = {"classifier": "noised", "judge": "augmented"}
+# What the accuracy a classifier, judge or reader run logs is measured on.
+ACCURACY_ON = {
+    "classifier": "accuracy on noised batches",
+    "judge": "accuracy on augmented batches",
+    "reader": "exact reads of training batches",
+}
 
 
 def _dry_run(config, run_dir: Path, kind: str) -> int:
@@ -141,7 +146,7 @@ def _train_request(args):
 
 
 def _cmd_train(args, kind: str = "diffusion") -> int:
-    """``train`` (kind ``diffusion``), ``train-classifier`` and ``train-judge``."""
+    """``train`` (kind ``diffusion``), ``train-classifier``, ``train-judge`` and ``train-reader``."""
     try:
         return _train(args, kind)
     except OSError as error:  # disk full, a folder that cannot be written, ...: one line, exit 2
@@ -158,11 +163,13 @@ def _train(args, kind: str) -> int:
     if kind != "diffusion":
         trainer = train_kind_run(_run_kind(kind), config, run_dir, resume=args.resume)
         accuracy = trainer.state.last_metrics.get("accuracy")
-        measured = f", accuracy on {ACCURACY_ON[kind]} batches {accuracy:.3f}" if accuracy is not None else ""
+        measured = f", {ACCURACY_ON[kind]} {accuracy:.3f}" if accuracy is not None else ""
         print(
             f"trained {trainer.state.step} steps in {trainer.state.elapsed_seconds:.1f} s{measured}; "
             f"run directory: {run_dir}"
         )
+        if kind == "reader":
+            _print_heldout(run_dir)
         return 0
     distributed.init(config.train.device)  # under torchrun: join the process group (DDP training)
     trainer = train_run(config, run_dir, resume=args.resume)
@@ -172,6 +179,17 @@ def _train(args, kind: str) -> int:
             f"({distributed.world_size()} process(es)); run directory: {run_dir}"
         )
     return 0
+
+
+def _print_heldout(run_dir: Path) -> None:
+    from ddpmlab.runs.reader import read_heldout
+
+    found = read_heldout(run_dir)
+    if found is not None:
+        print(
+            f"held-out renders (seed {found['seed']}, strings not in training): {found['n']} read, "
+            f"exact {found['exact']:.4f}, per character {found['chars']:.4f}"
+        )
 
 
 def _cmd_demo(args) -> int:
@@ -308,6 +326,7 @@ COMMANDS = {
     "train": _cmd_train,
     "train-classifier": lambda args: _cmd_train(args, "classifier"),
     "train-judge": lambda args: _cmd_train(args, "judge"),
+    "train-reader": lambda args: _cmd_train(args, "reader"),
     "demo": _cmd_demo,
     "sample": _cmd_sample,
     "export": _cmd_export,

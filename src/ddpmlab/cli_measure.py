@@ -12,17 +12,41 @@ from ddpmlab.cli_sampling import draw, names, sampling_request
 __all__ = ["evaluate", "sweep", "compare"]
 
 
-def evaluate(args) -> int:
-    """``ddpmlab evaluate``: sample (or read samples), measure them against the run's real data."""
-    import json
-
+def _stored_samples(path: str):
+    """(uint8 images, labels) of an .npz written by ``ddpmlab sample``: labels are int64 classes [N],
+    N strings (``sample --text`` on a text run), or None."""
     import numpy as np
     import torch
+
+    with np.load(path) as stored:  # no pickles: string labels are stored as a unicode array
+        if "images" not in stored.files:
+            raise UsageError(f"{path} holds no 'images' array (write it with sample --out x.npz)")
+        images = torch.from_numpy(stored["images"])
+        labels = stored["labels"] if "labels" in stored.files else None
+    if labels is None or labels.ndim != 1 or len(labels) != len(images):
+        return images, None
+    if labels.dtype.kind == "U":
+        return images, [str(text) for text in labels]
+    return images, torch.from_numpy(labels) if labels.dtype.kind in "iu" else None
+
+
+def evaluate(args) -> int:
+    """``ddpmlab evaluate``: sample (or read samples), measure them against the run's real data. A
+    text run without ``--text`` gets one sample per random string it did not train on."""
+    import json
+    from dataclasses import replace
 
     from ddpmlab.data.base import to_uint8
     from ddpmlab.export import check_destination
     from ddpmlab.runs import open_run
-    from ddpmlab.runs.evaluate import evaluate_images, format_evaluation, load_feature_network, real_data
+    from ddpmlab.runs.conditions import unseen_texts
+    from ddpmlab.runs.evaluate import (
+        check_network,
+        evaluate_images,
+        format_evaluation,
+        load_feature_network,
+        real_data,
+    )
 
     for option, path in (("--out", args.out), ("--pairs", args.pairs)):
         if path:
@@ -30,19 +54,18 @@ def evaluate(args) -> int:
     network = load_feature_network(args.features, args.device)  # fails early, before any sampling
     if args.samples:
         run, what = open_run(args.run, args.device), f"samples from {args.samples}"
-        with np.load(args.samples) as stored:
-            if "images" not in stored.files:
-                raise UsageError(f"{args.samples} holds no 'images' array (write it with sample --out x.npz)")
-            images = torch.from_numpy(stored["images"])
-            labels = torch.from_numpy(stored["labels"]) if "labels" in stored.files else None
-        labels = labels if labels is not None and labels.dtype != torch.bool and labels.ndim == 1 else None
+        check_network(network, run)
+        images, labels = _stored_samples(args.samples)
+        real = real_data(run, args.real_num, args.seed)
     else:
         run, plan, sampler, classifier, scale = sampling_request(args, default_num=1000)
+        check_network(network, run)
+        real = real_data(run, args.real_num, args.seed)
+        if run.text_encoder is not None and args.text is None and real.texts is not None:
+            plan = replace(plan, labels=unseen_texts(run, plan.num, real.texts, args.seed))
         samples, labels = draw(args, run, plan, sampler, classifier, scale)
         images, what = to_uint8(samples), repr(sampler)
-    result = evaluate_images(
-        images, labels, real_data(run, args.real_num, args.seed), network, args.seed, args.pairs
-    )
+    result = evaluate_images(images, labels, real, network, args.seed, args.pairs)
     result.update(run=str(run.run_dir), step=run.step, samples=what)
     print(format_evaluation(result))
     if args.out:
@@ -61,8 +84,11 @@ def _numbers(text: str, kind, option: str) -> list:
 
 def sweep(args) -> int:
     """``ddpmlab sweep``: samplers x steps x guidance scales, each timed and measured."""
+    from dataclasses import replace
+
     from ddpmlab.runs import open_run, plan_conditions
-    from ddpmlab.runs.evaluate import load_feature_network, real_data
+    from ddpmlab.runs.conditions import unseen_texts
+    from ddpmlab.runs.evaluate import check_network, load_feature_network, real_data
     from ddpmlab.runs.sweep import sweep_run, write_sweep
     from ddpmlab.samplers import SAMPLERS
 
@@ -76,8 +102,11 @@ def sweep(args) -> int:
     check_destination(args.out, folder=True)
     network = load_feature_network(args.features, args.device)
     run = open_run(args.run, args.device)
+    check_network(network, run)
     plan = plan_conditions(run, args.num, args.labels, None)
     real = real_data(run, args.real_num, args.seed)
+    if run.text_encoder is not None and real.texts is not None:  # strings the run did not train on
+        plan = replace(plan, labels=unseen_texts(run, plan.num, real.texts, args.seed))
     rows = sweep_run(
         run, network, real, samplers, steps, guidances, plan.num, plan.labels, args.seed, progress=True
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["build_parser", "ParserExit", "OneLineParser", "SCHEDULES_HELP"]
+__all__ = ["build_parser", "ParserExit", "OneLineParser", "SCHEDULES_HELP", "FEATURES_HELP"]
 
 SCHEDULES_HELP = "comma-separated names or package.module:function (alpha_bar(tau) on [0, 1])"
+FEATURES_HELP = "judge:RUN, reader:RUN (text runs: also reads the samples) or inception[:WEIGHTS]"
 
 
 class ParserExit(Exception):
@@ -85,6 +86,15 @@ def _add_training_parsers(sub) -> None:
             "Train a judge (model.type judge): a CNN classifier of clean real images whose predictions "
             "give the class accuracy of samples and whose features give FD_judge, KID_judge, precision "
             "and recall.",
+        ),
+        (
+            "train-reader",
+            "train a captcha reader: a CRNN + CTC reader of real renders that reads text samples",
+            "Train a captcha reader (model.type reader, data.name captcha): a CNN + BiGRU with CTC loss on "
+            "real renders of the captcha package, whose readings give the exact-string and per-character "
+            "accuracy of text-conditional samples and whose features give FD_reader and KID_reader. After "
+            "training it reads held-out renders (another seed, unseen strings) and records the accuracy "
+            "in heldout.json.",
         ),
     ):
         p = sub.add_parser(
@@ -202,12 +212,15 @@ def _add_sampling_parsers(sub) -> None:
         help="measure a run's samples against its real data (FD, KID, precision/recall, memorisation)",
         description="Sample from a run (or read --samples x.npz) and measure the samples against the "
         "run's training data in the features of a judge (--features judge:RUN, a run of `ddpmlab "
-        "train-judge`) or of the FID Inception network (--features inception[:WEIGHTS], needs pip "
-        "install 'ddpmlab[metrics]'): FD, KID, precision and recall, class accuracy (with a judge), and "
-        "memorisation, each beside what real images score at the same N.",
+        "train-judge`), of a captcha reader (--features reader:RUN, a run of `ddpmlab train-reader`; "
+        "text runs) or of the FID Inception network (--features inception[:WEIGHTS], needs pip "
+        "install 'ddpmlab[metrics]'): FD, KID, precision and recall, class accuracy (with a judge), "
+        "exact-string and per-character reading accuracy (with a reader; one sample per random string "
+        "the run did not train on, unless --text), and memorisation, each beside what real images "
+        "score at the same N.",
     )
     _add_sampling_options(p, "default 1000")
-    p.add_argument("--features", required=True, help="judge:RUN or inception[:WEIGHTS]")
+    p.add_argument("--features", required=True, help=FEATURES_HELP)
     p.add_argument("--samples", help="an .npz of `ddpmlab sample` to measure instead of sampling")
     p.add_argument("--real-num", type=int, default=10_000, help="real images to read at most (default 10000)")
     p.add_argument("--out", help="write the numbers to this JSON file")
@@ -224,7 +237,7 @@ def _add_sampling_parsers(sub) -> None:
         "recall and class accuracy against the guidance scale) into --out.",
     )
     p.add_argument("--run", required=True, help="run directory")
-    p.add_argument("--features", required=True, help="judge:RUN or inception[:WEIGHTS]")
+    p.add_argument("--features", required=True, help=FEATURES_HELP)
     p.add_argument("--sampler", default="ddim", help="comma-separated samplers (default ddim)")
     p.add_argument("--steps", default="20,50", help="comma-separated step counts (default 20,50)")
     p.add_argument("--guidance", default="default", help="comma-separated guidance scales (conditional runs)")

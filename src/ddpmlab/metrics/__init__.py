@@ -12,6 +12,8 @@ Images are compared through features [N, D] made by a feature network (:mod:`.fe
   :func:`plot_closest_pairs`.
 - :mod:`ddpmlab.metrics.summary`: :func:`real_floor`, :func:`compare_features` (every metric beside
   its real-vs-real floor, N, network and versions), :func:`class_accuracy`, :func:`class_coverage`.
+- :mod:`ddpmlab.metrics.reading`: :func:`reading_accuracy` (exact-string and per-character accuracy of
+  a reader's readings of text-conditional samples), :func:`edit_distance`.
 - :mod:`ddpmlab.metrics.inception`: :func:`load_inception`, the standard FID network from a local
   weights file (optional extra ``ddpmlab[metrics]``).
 """
@@ -38,6 +40,7 @@ from ddpmlab.metrics.memorisation import (
     nearest_neighbours,
     plot_closest_pairs,
 )
+from ddpmlab.metrics.reading import edit_distance, reading_accuracy
 from ddpmlab.metrics.summary import (
     class_accuracy,
     class_coverage,
@@ -82,6 +85,8 @@ __all__ = [
     "plot_closest_pairs",
     "class_accuracy",
     "class_coverage",
+    "reading_accuracy",
+    "edit_distance",
     "package_versions",
     "real_floor",
     "compare_features",

@@ -184,14 +184,15 @@ def compare_features(
 
     Returns:
         a JSON-ready dict: ``n``, ``n_reference``, ``feature_network``, ``feature_dim``, ``fd_label``,
-        ``fd``, ``fd_floor``, ``kid``, ``kid_std``, ``kid_floor``, ``kid_floor_std``, ``kid_subsets``,
-        ``kid_subset_size``, ``precision``, ``recall``, ``precision_floor``, ``recall_floor``, ``k``,
-        ``seed``, ``versions``.
+        ``fd``, ``fd_floor``, ``kid_label`` (the network's ``kid_label``, else "KID"), ``kid``,
+        ``kid_std``, ``kid_floor``, ``kid_floor_std``, ``kid_subsets``, ``kid_subset_size``,
+        ``precision``, ``recall``, ``precision_floor``, ``recall_floor``, ``k``, ``seed``, ``versions``.
     """
     from ddpmlab.metrics.inception import INCEPTION_NAME
 
     name = network if isinstance(network, str) else network_name(network)
     label = fd_label or getattr(network, "fd_label", None) or ("FID" if name == INCEPTION_NAME else "FD")
+    kid_label = getattr(network, "kid_label", None) or "KID"
     fake, x = as_features(samples, "samples"), as_features(real, "real")
     check_same_dim(fake, x, "samples and real")
     n = len(fake)
@@ -216,6 +217,7 @@ def compare_features(
         "fd_label": label,
         "fd": frechet_distance(fake, reference_stats),
         "fd_floor": frechet_distance(held, reference_stats),
+        "kid_label": kid_label,
         "kid": kid.mean,
         "kid_std": kid.std,
         "kid_floor": kid_floor.mean,

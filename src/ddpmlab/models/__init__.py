@@ -6,6 +6,8 @@
   UNet's encoder half, for classifier guidance (type ``classifier``);
 - :class:`JudgeCNN`, not a denoiser: ``judge(x0) -> logits``, ``judge.features(x0)``, a classifier of clean
   images that evaluates samples (type ``judge``);
+- :class:`CaptchaReader`, not a denoiser: ``reader(x0) -> per-column CTC logits``, ``reader.read(x0) ->
+  strings``, a CRNN that reads text-conditional samples (type ``reader``);
 - condition encoders (:class:`ClassEmbedding`, :class:`TextEmbedding`) exposed as
   ``model.condition_encoder`` (None for unconditional models), with ``null_condition`` and
   ``drop(cond, p, generator)`` for classifier-free guidance;
@@ -31,6 +33,7 @@ from ddpmlab.models.embeddings import (
 )
 from ddpmlab.models.judge import JudgeCNN
 from ddpmlab.models.mlp import MLPDenoiser
+from ddpmlab.models.reader import CaptchaReader
 from ddpmlab.models.unet import UNet, count_parameters
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
     "UNet",
     "NoisyClassifier",
     "JudgeCNN",
+    "CaptchaReader",
     "count_parameters",
     "sinusoidal_embedding",
     "TimestepEmbedding",
@@ -54,6 +58,7 @@ MODEL_TYPES: dict[str, type[nn.Module]] = {
     "mlp": MLPDenoiser,
     "classifier": NoisyClassifier,
     "judge": JudgeCNN,
+    "reader": CaptchaReader,
 }
 
 

@@ -25,6 +25,8 @@ __all__ = [
 ]
 
 CLASSIFIER_TYPE = "classifier"
+# the models that evaluate samples (what they are, the command that trains them)
+EVALUATORS = {"judge": ("a judge", "train-judge"), "reader": ("a captcha reader", "train-reader")}
 
 
 def build_diffusion(config: Config) -> GaussianDiffusion:
@@ -88,6 +90,12 @@ def build_model_for(config: Config, info: DataInfo) -> torch.nn.Module:
         raise ConfigError(
             "model.type classifier is a noise-aware classifier, not a denoiser: train it with "
             "`ddpmlab train-classifier` and use it with `ddpmlab sample --classifier`"
+        )
+    if config.model.type in EVALUATORS:
+        what, command = EVALUATORS[config.model.type]
+        raise ConfigError(
+            f"model.type {config.model.type} is {what}, not a denoiser: train it with `ddpmlab {command}` "
+            f"and use it with `ddpmlab evaluate --features {config.model.type}:RUN`"
         )
     options = dict(config.model.options)
     if config.model.type == "mlp":

@@ -4,6 +4,7 @@ Every command that samples asks the same questions, answered here once:
 
 - which label or string sample i gets (:func:`condition_labels`: given labels are cycled; without
   any, classes in turn, or random strings fixed by the seed for text runs);
+- which strings a text run did not train on (:func:`unseen_texts`, for evaluation);
 - how a grid is laid out (one row per class with ``--labels all``, one row per string with ``--text``);
 - how ``--labels 0,3,7`` / ``--labels all`` and ``--text fngff,gnfcd`` are read and checked
   (:func:`plan_conditions`).
@@ -24,6 +25,7 @@ __all__ = [
     "class_grid_labels",
     "text_grid_labels",
     "condition_labels",
+    "unseen_texts",
     "sample_labels",
     "slice_condition",
     "parse_label_spec",
@@ -71,6 +73,32 @@ def condition_labels(
             return cycle[torch.arange(num) % len(cycle)]
         return [labels[i % len(labels)] for i in range(num)]
     raise RunError(f"cannot use {labels!r} as labels")
+
+
+def unseen_texts(run: Run, num: int, seen: frozenset[str] | set[str], seed: int = 0) -> list[str]:
+    """``num`` random strings for a text run, none of them in ``seen`` (e.g. the strings of the run's
+    training data): the first ``num`` of the random strings of :func:`condition_labels` that are not
+    in ``seen`` (so a string still depends on the seed and its place only).
+
+    Raises:
+        RunError: not a text run, or too few strings outside ``seen`` among 64 x ``num`` drawn.
+    """
+    from ddpmlab.data.captcha import random_texts
+
+    encoder = run.text_encoder
+    if encoder is None:
+        raise RunError("unseen strings: this run is not conditioned on text")
+    count = num
+    while True:
+        drawn = random_texts(count, encoder.charset, _text_length(run), seed)
+        fresh = [text for text in drawn if text not in seen]
+        if len(fresh) >= num:
+            return fresh[:num]
+        if count >= 64 * num:
+            raise RunError(
+                f"only {len(fresh)} of {count} random strings are not in the run's training data; need {num}"
+            )
+        count *= 2
 
 
 def sample_labels(run: Run, num: int, labels: Any, seed: int, classifier: Any = None) -> Any:

@@ -9,6 +9,11 @@ What is measured (see :mod:`ddpmlab.metrics` for each metric's paper and protoco
 - ``class_accuracy`` (class-conditional runs, with a judge): the fraction of samples the judge
   classifies as the class they were asked for; ``class_accuracy_floor``: the judge's accuracy on the
   same number of real images, chosen at random (what "recognisable" means for this judge);
+- ``read_exact`` and ``read_chars`` (text-conditional runs, with a reader, ``reader:RUN``): the fraction
+  of samples read exactly as the string they were asked for, and the per-character accuracy
+  (:mod:`ddpmlab.metrics.reading`); ``*_floor``: the reader's on the same number of real images of the
+  run's data (``read_floor_n``); ``misread``: up to 10 (asked, read) pairs; ``reader_heldout``: the
+  reader's own accuracy on its held-out renders;
 - ``memorisation``, in the features and in pixels: each sample's distance to its nearest real image,
   and the fraction of samples closer to the real set than real images are. The real set is split (seeded)
   90 / 10: the 90% are searched, the 10% calibrate the threshold (the 5% quantile of their nearest
@@ -38,19 +43,30 @@ from ddpmlab.metrics import (
     plot_closest_pairs,
 )
 from ddpmlab.metrics.features import network_name
+from ddpmlab.metrics.reading import reading_accuracy
 from ddpmlab.runs.rundir import Run, RunError
 
-__all__ = ["RealData", "real_data", "load_feature_network", "evaluate_images", "format_evaluation"]
+__all__ = [
+    "RealData",
+    "real_data",
+    "load_feature_network",
+    "check_network",
+    "evaluate_images",
+    "format_evaluation",
+]
 
 MEMORISATION_HOLDOUT = 0.1  # the share of the real set that calibrates the memorisation threshold
 
 
 @dataclass
 class RealData:
-    """Real images of a run's data: uint8 [M, H, W, C] and their labels (int64 [M], or None)."""
+    """Real images of a run's data: uint8 [M, H, W, C] and their labels (int64 [M] classes, M strings
+    of text data, or None); ``texts``: every string of the data, not only of these M images (text
+    data; None otherwise), e.g. to sample strings the model did not train on."""
 
     images: torch.Tensor
-    labels: torch.Tensor | None
+    labels: torch.Tensor | list[str] | None
+    texts: frozenset[str] | None = None
 
 
 def real_data(run: Run, limit: int = 10_000, seed: int = 0) -> RealData:
@@ -67,23 +83,63 @@ def real_data(run: Run, limit: int = 10_000, seed: int = 0) -> RealData:
     chosen = range(count) if count <= limit else np.random.default_rng(seed).permutation(count)[:limit]
     items = [dataset[int(i)] for i in chosen]
     images = to_uint8(torch.stack([x for x, _ in items]))
+    if run.info.text_charset:
+        texts = getattr(dataset, "texts", None)
+        return RealData(images, [str(y) for _, y in items], frozenset(texts) if texts is not None else None)
     labels = torch.tensor([int(y) for _, y in items]) if run.info.num_classes else None
     return RealData(images, labels)
 
 
 def load_feature_network(spec: str, device: str = "auto") -> Any:
-    """The feature network a ``--features`` spec names: ``judge:RUN`` (a judge run) or ``inception``
-    (optionally ``inception:PATH`` to the weights file). Raises ValueError for anything else."""
+    """The feature network a ``--features`` spec names: ``judge:RUN`` (a judge run), ``reader:RUN`` (a
+    captcha reader run) or ``inception`` (optionally ``inception:PATH`` to the weights file). Raises
+    ValueError for anything else, RunError for a run of another kind."""
     kind, _, where = spec.partition(":")
     if kind == "judge" and where:
         from ddpmlab.runs.judge_network import open_judge
 
         return open_judge(where, device)
+    if kind == "reader" and where:
+        from ddpmlab.runs.reader_network import open_reader
+
+        return open_reader(where, device)
     if kind == "inception":
         from ddpmlab.metrics import load_inception
 
         return load_inception(where or None, None if device == "auto" else device)
-    raise ValueError(f"--features must be judge:RUN or inception[:WEIGHTS], got {spec!r}")
+    raise ValueError(f"--features must be judge:RUN or inception[:WEIGHTS] (or reader:RUN), got {spec!r}")
+
+
+def check_network(network: Any, run: Run) -> None:
+    """Refuse, before sampling, a feature network that cannot measure ``run`` (e.g. a reader of other
+    images or strings: its ``check_run``); networks without the check are taken as they are."""
+    check = getattr(network, "check_run", None)
+    if check is not None:
+        check(run)
+
+
+def _is_texts(labels: Any) -> bool:
+    return isinstance(labels, list) and bool(labels) and all(isinstance(label, str) for label in labels)
+
+
+def _reading(network: Any, images: torch.Tensor, texts: list[str], real: RealData) -> dict[str, Any]:
+    """Reading accuracy of samples asked for ``texts``, beside the reader's on as many real images."""
+    readings = network.read(images)
+    scores = reading_accuracy(readings, texts)
+    count = min(len(real.images), len(images))
+    floor = reading_accuracy(network.read(real.images[:count]), real.labels[:count])
+    misread = [[asked, read] for asked, read in zip(texts, readings) if asked != read][:10]
+    result = {
+        "read_exact": scores["exact"],
+        "read_chars": scores["chars"],
+        "read_exact_floor": floor["exact"],
+        "read_chars_floor": floor["chars"],
+        "read_floor_n": count,
+        "misread": misread,
+    }
+    if getattr(network, "heldout", None):
+        result["reader_heldout"] = network.heldout
+    return result
 
 
 def _memorisation(samples: torch.Tensor, real: torch.Tensor, seed: int) -> tuple[dict[str, Any], Any, Any]:
@@ -109,7 +165,7 @@ def evaluate_images(
     memorisation: bool = True,
 ) -> dict[str, Any]:
     """Every number of the module docstring for generated uint8 images [N, H, W, C] (``labels``: the
-    class each was asked for, or None) against ``real``, in the features of ``network``.
+    class or string each was asked for, or None) against ``real``, in the features of ``network``.
 
     Args:
         pairs: where to draw the samples closest to the real set beside their nearest real image (PNG).
@@ -124,7 +180,7 @@ def evaluate_images(
     if real_features is None:
         real_features = extract_features(real.images, network)
     result = compare_features(fake, real_features, network, seed=seed)
-    if hasattr(network, "predict") and torch.is_tensor(labels) and real.labels is not None:
+    if hasattr(network, "predict") and torch.is_tensor(labels) and torch.is_tensor(real.labels):
         result["class_accuracy"] = class_accuracy(network.predict(images), labels)
         # as many real images, chosen at random: the real set may be stored class by class (mnist5k is)
         count = min(len(real.images), len(images))
@@ -132,6 +188,8 @@ def evaluate_images(
         result["class_accuracy_floor"] = class_accuracy(
             network.predict(real.images[chosen]), real.labels[chosen]
         )
+    if hasattr(network, "read") and _is_texts(labels) and _is_texts(real.labels):
+        result.update(_reading(network, images, labels, real))
     if not memorisation:
         return result
     memorised, report, searched = _memorisation(fake, real_features, seed)
@@ -155,12 +213,19 @@ def format_evaluation(result: dict[str, Any]) -> str:
     """A small table of an :func:`evaluate_images` result: each metric beside its real-vs-real floor."""
     rows = [
         (result["fd_label"], result["fd"], result["fd_floor"]),
-        ("KID", f"{result['kid']:.4g} +- {result['kid_std']:.2g}", f"{result['kid_floor']:.4g}"),
+        (
+            result.get("kid_label", "KID"),
+            f"{result['kid']:.4g} +- {result['kid_std']:.2g}",
+            f"{result['kid_floor']:.4g}",
+        ),
         ("precision", result["precision"], result["precision_floor"]),
         ("recall", result["recall"], result["recall_floor"]),
     ]
     if "class_accuracy" in result:
         rows.append(("class accuracy", result["class_accuracy"], result["class_accuracy_floor"]))
+    if "read_exact" in result:
+        rows.append(("read exactly", result["read_exact"], result["read_exact_floor"]))
+        rows.append(("read per character", result["read_chars"], result["read_chars_floor"]))
     for space in ("features", "pixels"):
         found = result["memorisation"][space]
         rows.append(

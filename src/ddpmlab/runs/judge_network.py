@@ -31,6 +31,7 @@ class JudgeRun:
     step: int
     device: torch.device
     fd_label = "FD_judge"  # a Frechet distance on a judge's features is never FID
+    kid_label = "KID_judge"
 
     @property
     def name(self) -> str:

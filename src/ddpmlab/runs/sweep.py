@@ -4,7 +4,8 @@ setting measured against the same real data (its features computed once) and tim
 Each row holds the sampler, its steps, the network evaluations per sample (``nfe``: a classifier-free
 guided step evaluates the network on the conditional and the unconditional input, so it counts twice),
 the guidance scale, the wall time per image, and the numbers of :func:`ddpmlab.runs.evaluate.evaluate_images`
-(FD with its floor, KID, precision, recall, class accuracy). The table answers "how many steps does each
+(FD with its floor, KID, precision, recall, class accuracy, and a reader's exact and per-character
+reading accuracy for text runs). The table answers "how many steps does each
 sampler need?" (quality against seconds per image) and shows the fidelity-diversity trade-off of
 classifier-free guidance (Ho & Salimans 2022): as w grows, precision and class accuracy rise while recall
 falls, and FD has a minimum at a moderate w.
@@ -41,6 +42,8 @@ SWEEP_COLUMNS = (
     "precision",
     "recall",
     "class_accuracy",
+    "read_exact",
+    "read_chars",
 )
 
 

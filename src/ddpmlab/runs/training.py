@@ -63,11 +63,14 @@ class RunKind:
         objective: ``diffusion -> objective`` (see :mod:`ddpmlab.training.objectives`).
         records_model_options: write the model's data-dependent options into the config (classifiers:
             they are opened from their model options alone).
+        finish: ``(run_dir, info) -> None``, run by rank 0 after training, before the run directory
+            is let go (e.g. a reader's held-out accuracy); None for nothing.
     """
 
     build_model: Callable[[Config, DataInfo], torch.nn.Module]
     objective: Callable[[Any], Any]
     records_model_options: bool = False
+    finish: Callable[[Path, DataInfo], None] | None = None
 
 
 DIFFUSION = RunKind(build_model_for, DiffusionObjective)
@@ -278,11 +281,15 @@ def _summary(info: dict[str, Any]) -> str:
 
 def _with_model_options(config: Config, model: torch.nn.Module) -> Config:
     """``config`` with the model options that came from the data written in (a classifier run is
-    opened from its model options alone)."""
+    opened from its model options alone): the model's ``data_options`` if it has them, else its
+    ``in_channels``, ``image_size`` and ``num_classes``."""
     raw = config.to_dict()
-    raw["model"].update(
-        in_channels=model.in_channels, image_size=model.image_size, num_classes=model.num_classes
-    )
+    options = getattr(model, "data_options", None)
+    if options is None:
+        options = {
+            "in_channels": model.in_channels, "image_size": model.image_size, "num_classes": model.num_classes
+        }
+    raw["model"].update(options)
     return Config.from_dict(raw)
 
 
@@ -346,5 +353,6 @@ def dry_run(
 
 def train_kind_run(kind: RunKind, config: Config, run_dir: str | Path, resume: bool = False) -> Trainer:
     """Train a run of any :class:`RunKind` in ``run_dir`` (the same path as :func:`train_run`, without
-    sample grids or reports); e.g. a judge (:mod:`ddpmlab.runs.judge`). Returns the finished Trainer."""
-    return _train(kind, config, Path(run_dir), resume, None)[0]
+    sample grids; then the kind's ``finish``); e.g. a judge (:mod:`ddpmlab.runs.judge`) or a reader
+    (:mod:`ddpmlab.runs.reader`). Returns the finished Trainer."""
+    return _train(kind, config, Path(run_dir), resume, None, kind.finish)[0]
