@@ -19,7 +19,7 @@ import torch
 
 from ddpmlab.metrics.arrays import ArrayLike
 
-__all__ = ["FeatureNetwork", "as_uint8_images", "extract_features", "network_name"]
+__all__ = ["FeatureNetwork", "as_uint8_images", "extract_features", "network_input", "network_name"]
 
 
 @runtime_checkable
@@ -53,6 +53,25 @@ def as_uint8_images(images: ArrayLike) -> torch.Tensor:
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"expected uint8 images [N, H, W] or [N, H, W, C], got shape {list(images.shape)}")
     return images
+
+
+def network_input(
+    images: torch.Tensor, shape: tuple[int, int, int], device: torch.device, name: str
+) -> torch.Tensor:
+    """uint8 images [N, H, W, C] as a trained network's input: float32 [N, C, H, W] in [-1, 1] on
+    ``device`` (the range of ddpmlab's training data). ``shape`` is (C, H, W); ``name`` names the network
+    in the error.
+
+    Raises:
+        ValueError: not uint8 [N, H, W, C] of that shape.
+    """
+    images = torch.as_tensor(images)
+    c, h, w = shape
+    if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (h, w, c):
+        raise ValueError(
+            f"{name} takes uint8 images [N, {h}, {w}, {c}], got {images.dtype} {list(images.shape)}"
+        )
+    return images.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def extract_features(images: ArrayLike, network: FeatureNetwork, batch_size: int = 100) -> torch.Tensor:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ddpmlab.config import Config
+from ddpmlab.metrics.features import network_input
 from ddpmlab.runs.rundir import open_frozen_model
 
 __all__ = ["JUDGE_TYPE", "JudgeRun", "open_judge"]
@@ -42,14 +43,8 @@ class JudgeRun:
         return int(self.model.num_classes)
 
     def _input(self, images: torch.Tensor) -> torch.Tensor:
-        images = torch.as_tensor(images)
-        expected = (self.model.image_size, self.model.image_size, self.model.in_channels)
-        if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(
-                f"{self.name} takes uint8 images [N, {expected[0]}, {expected[1]}, {expected[2]}], got "
-                f"{images.dtype} {list(images.shape)}"
-            )
-        return images.to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        size = int(self.model.image_size)
+        return network_input(images, (int(self.model.in_channels), size, size), self.device, self.name)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:

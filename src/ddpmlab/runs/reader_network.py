@@ -15,6 +15,7 @@ import torch
 
 from ddpmlab.config import Config
 from ddpmlab.data.base import to_uint8
+from ddpmlab.metrics.features import network_input
 from ddpmlab.metrics.reading import reading_accuracy
 from ddpmlab.runs.rundir import RunError, open_frozen_model
 
@@ -82,13 +83,7 @@ class ReaderRun:
         return (int(self.model.in_channels), int(self.model.height), int(self.model.width))
 
     def _input(self, images: torch.Tensor) -> torch.Tensor:
-        images = torch.as_tensor(images)
-        c, h, w = self.shape
-        if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (h, w, c):
-            raise ValueError(
-                f"{self.name} takes uint8 images [N, {h}, {w}, {c}], got {images.dtype} {list(images.shape)}"
-            )
-        return images.to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return network_input(images, self.shape, self.device, self.name)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
