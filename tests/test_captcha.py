@@ -213,7 +213,7 @@ def test_shipped_config_builds_a_text_conditional_unet(capsys):
     assert model.condition_encoder.charset == DEFAULT_CHARSET and model.condition_encoder.length == 5
     assert model.downsampling_factor == 8 and 96 % 8 == 0 and 32 % 8 == 0
     assert main(["train", "--config", "configs/captcha.yaml", "--dry-run"]) == 0
-    assert "UNet with 1,381,092 parameters" in capsys.readouterr().out
+    assert "UNet with 1,382,244 parameters" in capsys.readouterr().out  # with the glyph input channel
 
 
 def test_text_run_trains_a_text_conditional_unet(text_run):

@@ -188,12 +188,12 @@ def test_diffusers_export_refuses_a_glyph_model_in_one_line():
 # --------------------------------------------------------------------------------------------------
 
 
-def test_shipped_glyph_config_is_the_captcha_config_plus_glyphs(capsys):
+def test_shipped_captcha_config_is_the_plain_one_plus_glyphs(capsys):
     from ddpmlab.config import load_config
     from ddpmlab.data import build_data
     from ddpmlab.runs import build_model_for
 
-    plain, glyph = load_config("configs/captcha.yaml"), load_config("configs/captcha_glyph.yaml")
+    plain, glyph = load_config("configs/captcha_plain.yaml"), load_config("configs/captcha.yaml")
     assert glyph.model.options == {**plain.model.options, "text_glyph": True}
     for section in ("data", "diffusion", "train", "sample"):
         if section == "train":  # the same budget: a fair comparison
@@ -204,15 +204,15 @@ def test_shipped_glyph_config_is_the_captcha_config_plus_glyphs(capsys):
     model = build_model_for(glyph, info)
     assert model.glyph_bank.tiles.shape == (len(CHARSET) + 1, 32, 19)
     assert model.input_conv.in_channels == 2 * 4  # (image + glyphs) x 2x2 patches
-    assert main(["train", "--config", "configs/captcha_glyph.yaml", "--dry-run"]) == 0
-    assert "UNet with 1,382,244 parameters" in capsys.readouterr().out  # captcha.yaml + 4 x 32 x 3 x 3
+    assert main(["train", "--config", "configs/captcha.yaml", "--dry-run"]) == 0
+    assert "UNet with 1,382,244 parameters" in capsys.readouterr().out  # captcha_plain.yaml + 4 x 32 x 3 x 3
 
 
 def test_glyph_run_trains_samples_with_guidance_and_refuses_diffusers(tmp_path: Path, capsys):
     from ddpmlab.runs import open_run
 
     run = tmp_path / "glyph"
-    assert main(["train", "--config", "configs/captcha_glyph.yaml", "--run", str(run), *TINY_GLYPH_RUN]) == 0
+    assert main(["train", "--config", "configs/captcha.yaml", "--run", str(run), *TINY_GLYPH_RUN]) == 0
     opened = open_run(run, "cpu")
     assert opened.model.glyph_bank is not None and opened.step == 3
     assert opened.model.glyph_bank.tiles.shape == (5, 16, 16)
@@ -228,6 +228,6 @@ def test_glyph_run_trains_samples_with_guidance_and_refuses_diffusers(tmp_path: 
     assert not (tmp_path / "out").exists()
     # the data without its text labels: the glyph option means nothing and is dropped, like cross-attention
     plain = tmp_path / "unconditional"
-    assert main(["train", "--config", "configs/captcha_glyph.yaml", "--run", str(plain), *TINY_GLYPH_RUN,
+    assert main(["train", "--config", "configs/captcha.yaml", "--run", str(plain), *TINY_GLYPH_RUN,
                  "data.conditional=false", "train.steps=1", "train.checkpoint_every=1"]) == 0
     assert open_run(plain, "cpu").model.glyph_bank is None
