@@ -7,6 +7,8 @@ Run by hand (not a test), after ``make demo`` and the judge:
     .venv/bin/ddpmlab sample --run runs/demo-mnist5k --num 5000 --labels all --out demo5000.npz
     .venv/bin/python -m benchmarks mnist5k-eval --samples demo5000.npz
 
+(or ``--samples a.npz --samples b.npz``: N = 1,000 from the first file, N = 5,000 from all)
+
 Two protocols, because mnist5k has exactly 5,000 real digits (the model trained on all of them):
 
 - **N = 1,000**: ``ddpmlab evaluate``'s own protocol (:func:`ddpmlab.runs.evaluate.evaluate_images`):
@@ -43,7 +45,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run", default="runs/demo-mnist5k")
     parser.add_argument("--features", default="judge:runs/mnist5k_judge")
     parser.add_argument(
-        "--samples", required=True, help="5,000 samples (ddpmlab sample --labels all --out x.npz)"
+        "--samples",
+        required=True,
+        action="append",
+        help="samples (ddpmlab sample --labels all --out x.npz); repeat to add files: N = 1,000 is measured "
+        "on the first file (every k-th sample when it holds more), N = 5,000 on all of them together",
     )
     parser.add_argument("--seed", type=int, default=0)
     harness.add_output_options(parser, "mnist5k_eval")
@@ -91,12 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     network = load_feature_network(args.features)
     run = open_run(args.run)
     real = real_data(run, 10_000, args.seed)
-    with np.load(args.samples) as stored:
-        images, labels = torch.from_numpy(stored["images"]), torch.from_numpy(stored["labels"])
+    parts = []
+    for path in args.samples:
+        with np.load(path) as stored:
+            parts.append((torch.from_numpy(stored["images"]), torch.from_numpy(stored["labels"])))
+    first_images, first_labels = parts[0]
+    images, labels = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     out = Path(args.out)
     pairs = None if args.no_write else out.parent / "mnist5k_nearest.png"
-    stride = max(1, len(images) // 1000)  # 1,000 samples, every class alike (labels come in blocks)
-    n1000 = evaluate_images(images[::stride], labels[::stride], real, network, args.seed, pairs=pairs)
+    stride = max(1, len(first_images) // 1000)  # 1,000 samples, every class alike (labels come in blocks)
+    n1000 = evaluate_images(
+        first_images[::stride][:1000], first_labels[::stride][:1000], real, network, args.seed, pairs=pairs
+    )
     fake, real_features = extract_features(images, network), extract_features(real.images, network)
     n5000 = at_5000(fake, real_features, args.seed) if len(images) >= len(real.images) else None
     accuracy = class_accuracy(network.predict(images), labels)
@@ -112,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `{harness.command_line('mnist5k-eval', argv)}`",
         f"Machine: {harness.machine_line()}.",
-        f"Run {run.run_dir} (step {run.step}); samples {args.samples}: {len(images)} images, labels 0..9 in "
-        f"blocks, the run's sampler ({run.config.sample.sampler} {run.config.sample.steps} steps, "
+        f"Run {run.run_dir} (step {run.step}); samples {', '.join(args.samples)}: {len(images)} images, "
+        f"labels 0..9 in blocks, the run's sampler ({run.config.sample.sampler} {run.config.sample.steps} steps, "
         f"w = {run.config.sample.guidance}); features {args.features}.",
         "",
         "## N = 1,000 (`ddpmlab evaluate`'s protocol: 1,000 real held out for the floors, 4,000 reference)",
