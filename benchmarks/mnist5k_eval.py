@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{harness.command_line('mnist5k-eval', argv)}`",
         f"Machine: {harness.machine_line()}.",
         f"Run {run.run_dir} (step {run.step}); samples {', '.join(args.samples)}: {len(images)} images, "
-        f"labels 0..9 in blocks, the run's sampler ({run.config.sample.sampler} {run.config.sample.steps} steps, "
-        f"w = {run.config.sample.guidance}); features {args.features}.",
+        f"labels 0..9 in blocks, the run's sampler ({run.config.sample.sampler} "
+        f"{run.config.sample.steps} steps, w = {run.config.sample.guidance}); features {args.features}.",
         "",
         "## N = 1,000 (`ddpmlab evaluate`'s protocol: 1,000 real held out for the floors, 4,000 reference)",
         "",
