@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -402,21 +403,34 @@ def plot_sweep(rows: Sequence[dict], path: str | Path) -> Path:
         ylabel=rows[0]["fd_label"],
         title="quality against time (labels: network evaluations)",
     )
+    left.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping minor labels
     left.legend(fontsize=7)
     if len(guided) > 1:
-        right = axes[0, 1]
-        most = max(r["steps"] for r in rows)
-        for sampler in sorted({r["sampler"] for r in rows}):
-            line = sorted(
-                (r for r in rows if r["sampler"] == sampler and r["steps"] == most),
-                key=lambda r: r["guidance"],
-            )
-            scales = [r["guidance"] for r in line]
-            right.plot(scales, [r["fd"] for r in line], "o-", label=f"{rows[0]['fd_label']} ({sampler})")
-            for key, style in (("precision", "s--"), ("recall", "^--"), ("class_accuracy", "d:")):
-                if all(r.get(key) is not None for r in line):
-                    right.plot(scales, [r[key] for r in line], style, label=f"{key} ({sampler})")
-        right.set(xlabel="guidance scale w", title=f"classifier-free guidance, {most} steps")
-        right.legend(fontsize=7)
+        _plot_guidance(axes[0, 1], rows)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _plot_guidance(right: plt.Axes, rows: Sequence[dict]) -> None:
+    """FD (left axis) and precision, recall, class accuracy (right axis, 0..1) against the guidance scale,
+    at the sweep's most steps."""
+    rates = right.twinx()
+    most = max(r["steps"] for r in rows)
+    for sampler in sorted({r["sampler"] for r in rows}):
+        line = sorted(
+            (r for r in rows if r["sampler"] == sampler and r["steps"] == most), key=lambda r: r["guidance"]
+        )
+        scales = [r["guidance"] for r in line]
+        right.plot(
+            scales, [r["fd"] for r in line], "o-", color="black", label=f"{rows[0]['fd_label']} ({sampler})"
+        )
+        for key, style in (("precision", "s--"), ("recall", "^--"), ("class_accuracy", "d:")):
+            if all(r.get(key) is not None for r in line):
+                rates.plot(scales, [r[key] for r in line], style, label=f"{key} ({sampler})")
+    right.set(
+        xlabel="guidance scale w", ylabel=rows[0]["fd_label"], title=f"classifier-free guidance, {most} steps"
+    )
+    rates.set(ylim=(0, 1.02), ylabel="precision, recall, class accuracy")
+    handles = right.get_legend_handles_labels()
+    more = rates.get_legend_handles_labels()
+    rates.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="center right")
