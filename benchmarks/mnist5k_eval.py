@@ -33,11 +33,17 @@ import numpy as np
 import torch
 
 from benchmarks import harness
-from ddpmlab.metrics import class_accuracy, extract_features, memorisation_report, real_floor
+from ddpmlab.metrics import class_accuracy, extract_features, real_floor
 from ddpmlab.metrics.distances import frechet_distance, kernel_inception_distance
 from ddpmlab.metrics.manifold import precision_recall
 from ddpmlab.runs import open_run
-from ddpmlab.runs.evaluate import evaluate_images, format_evaluation, load_feature_network, real_data
+from ddpmlab.runs.evaluate import (
+    evaluate_images,
+    format_evaluation,
+    load_feature_network,
+    real_data,
+    split_memorisation,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -84,15 +90,11 @@ def at_5000(fake: torch.Tensor, real: torch.Tensor, seed: int) -> dict[str, dict
 
 def memorisation_5000(fake, real_features, images, real_images, seed: int) -> dict[str, float]:
     """Fraction of all samples closer to the real set than real images are, in features and pixels (the
-    real set split 90 / 10 with ``seed + 1``, as ``evaluate`` splits it)."""
-    order = torch.from_numpy(np.random.default_rng(seed + 1).permutation(len(real_features)))
-    held, searched = order[: len(order) // 10], order[len(order) // 10 :]
-    found = {}
-    for space, x, r in (("features", fake, real_features), ("pixels", images, real_images)):
-        x, r = x.flatten(1).float(), r.flatten(1).float()
-        summary = memorisation_report(x, r[searched], r[held]).summary()
-        found[space] = summary["fraction_flagged"]
-    return found
+    real set split 90 / 10 as ``evaluate`` splits it: :func:`ddpmlab.runs.evaluate.split_memorisation`)."""
+    return {
+        space: split_memorisation(x.flatten(1).float(), r.flatten(1).float(), seed)[0]["fraction_flagged"]
+        for space, x, r in (("features", fake, real_features), ("pixels", images, real_images))
+    }
 
 
 def table(rows: dict[str, dict[str, float]]) -> list[str]:

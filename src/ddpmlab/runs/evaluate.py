@@ -53,6 +53,7 @@ __all__ = [
     "check_network",
     "evaluate_images",
     "format_evaluation",
+    "split_memorisation",
 ]
 
 MEMORISATION_HOLDOUT = 0.1  # the share of the real set that calibrates the memorisation threshold
@@ -142,7 +143,9 @@ def _reading(network: Any, images: torch.Tensor, texts: list[str], real: RealDat
     return result
 
 
-def _memorisation(samples: torch.Tensor, real: torch.Tensor, seed: int) -> tuple[dict[str, Any], Any, Any]:
+def split_memorisation(
+    samples: torch.Tensor, real: torch.Tensor, seed: int
+) -> tuple[dict[str, Any], Any, Any]:
     """:func:`memorisation_report` with the real set split 90 / 10 (see the module docstring); returns
     (summary, the report, the searched real rows' indices into ``real``)."""
     order = torch.from_numpy(np.random.default_rng(seed + 1).permutation(len(real)))
@@ -192,8 +195,8 @@ def evaluate_images(
         result.update(_reading(network, images, labels, real))
     if not memorisation:
         return result
-    memorised, report, searched = _memorisation(fake, real_features, seed)
-    in_pixels, pixel_report, pixel_searched = _memorisation(images.float(), real.images.float(), seed)
+    memorised, report, searched = split_memorisation(fake, real_features, seed)
+    in_pixels, pixel_report, pixel_searched = split_memorisation(images.float(), real.images.float(), seed)
     result["memorisation"] = {"features": memorised, "pixels": in_pixels}
     if pairs is not None:
         closest = real.images[searched]
