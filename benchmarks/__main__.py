@@ -56,6 +56,10 @@ BENCHMARKS = {
         "benchmarks.sampler_quality",
         "NFE each sampler needs to match DDPM-1000's FD/KID on the make-demo model (judge features)",
     ),
+    "captcha-curve": (
+        "benchmarks.captcha_curve",
+        "exact captcha read-back against training minutes, several training seeds (reader features)",
+    ),
     "eval-cost": (
         "benchmarks.eval_cost",
         "seconds for the judge features and metrics (FD, KID, precision/recall, memorisation) of 10k samples",

@@ -20,6 +20,7 @@ from ddpmlab.data.batches import LoaderBatches
 from ddpmlab.data.captcha import (
     DEFAULT_CHARSET,
     CaptchaDataset,
+    captcha_text,
     check_texts,
     random_texts,
     render_captcha,
@@ -124,6 +125,32 @@ def test_bad_captcha_options_are_refused():
         build_image_dataset("captcha", num_items=0)
     with pytest.raises(ConfigError, match="channels must be 1 or 3"):
         build_image_dataset("captcha", channels=2)
+
+
+def test_repeat_prob_doubles_characters_as_asked_and_zero_is_the_uniform_draw():
+    def repeats(texts: list[str]) -> float:
+        pairs = [(a, b) for text in texts for a, b in zip(text, text[1:])]
+        return sum(a == b for a, b in pairs) / len(pairs)
+
+    uniform = [captcha_text(0, index) for index in range(2000)]
+    assert uniform[:4] == ["gm3cw", "6y4c5", "344f7", "byx6f"]  # the strings before repeat_prob existed
+    assert uniform == [captcha_text(0, index, repeat_prob=0.0) for index in range(2000)]
+    assert repeats(uniform) == pytest.approx(1 / len(DEFAULT_CHARSET), abs=0.012)
+    doubled = [captcha_text(0, index, repeat_prob=0.5) for index in range(2000)]
+    # P(equal neighbours) = p + (1 - p) / |charset|
+    assert repeats(doubled) == pytest.approx(0.5 + 0.5 / len(DEFAULT_CHARSET), abs=0.02)
+    assert all(len(text) == 5 and set(text) <= set(DEFAULT_CHARSET) for text in doubled)
+    data = build_image_dataset("captcha", num_items=6, repeat_prob=0.5, cache=False)
+    assert data.texts == doubled[:6]
+    again = build_image_dataset("captcha", num_items=6, repeat_prob=0.5, cache=False)
+    assert torch.equal(again[5][0], data[5][0])  # rendering replays the string's draws, in any order
+    assert not torch.equal(data[5][0], data[4][0])
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, True, "0.2"])
+def test_bad_repeat_prob_is_refused(value):
+    with pytest.raises(DataError, match="repeat_prob must be a number in"):
+        build_image_dataset("captcha", repeat_prob=value)
 
 
 def test_check_texts_and_random_texts():

@@ -207,8 +207,8 @@ def test_a_plan_that_cannot_work_is_one_line_before_step_1(judge, tmp_path, caps
 def test_dry_runs_show_and_check_the_plan(judge, capsys):
     dry = ["train", "--dry-run", "--config", "configs/mnist5k.yaml", *_evaluation(judge, every=100)]
     assert main(dry) == 0
-    assert (f"# evaluation: every 100 steps and at the end: 32 EMA samples (ddim, 50 steps, seed 0) against "
-            f"up to 400 real images in the features of judge:{judge}") in capsys.readouterr().out
+    assert (f"# evaluation: every 100 steps and at the end: 32 EMA samples (dpm++2m, 20 steps, seed 0) "
+            f"against up to 400 real images in the features of judge:{judge}") in capsys.readouterr().out
     assert main(["train", "--dry-run", "--config", "configs/mog1d.yaml", *_evaluation(judge)]) == 2
     assert "train.eval_every measures image runs; mog1d is toy data" in capsys.readouterr().err
     assert main(["train-classifier", "--dry-run", "--config", "configs/mnist5k_classifier.yaml",

@@ -169,7 +169,7 @@ def test_snapshot_steps_are_evenly_spaced_with_both_ends(num_steps, frames, expe
 def test_image_demo_writes_grid_zip_and_animation(tmp_path, capsys, monkeypatch):
     import ddpmlab.runs.demo
 
-    make_sampler = ddpmlab.runs.demo.make_run_sampler  # the demo's DDIM 50 steps, cut to 5 for speed
+    make_sampler = ddpmlab.runs.demo.make_run_sampler  # the demo's sampler, cut to 5 steps for speed
     monkeypatch.setattr(
         ddpmlab.runs.demo, "make_run_sampler", lambda run, kind, steps: make_sampler(run, kind, 5)
     )
@@ -182,4 +182,4 @@ def test_image_demo_writes_grid_zip_and_animation(tmp_path, capsys, monkeypatch)
     with zipfile.ZipFile(run / "demo_samples.zip") as z:
         assert len(z.namelist()) == 64
     with Image.open(run / "demo_denoising.gif") as gif:
-        assert gif.n_frames == 6  # 26 frames asked, but DDIM 5 steps: x_t before each step and the samples
+        assert gif.n_frames == 6  # 26 frames asked, but 5 steps: x_t before each step and the samples

@@ -299,3 +299,17 @@ def test_evaluate_reads_stored_text_samples_and_real_renders_read_like_the_floor
     result = json.loads(out.read_text())
     assert result["read_exact"] == result["read_exact_floor"]
     assert result["read_chars"] == result["read_chars_floor"]
+
+
+def test_training_with_a_reader_logs_reading_accuracy_every_evaluation(runs, tmp_path):
+    run = tmp_path / "evaluated"
+    assert main(["train", "--config", "configs/captcha.yaml", "--run", str(run), *TINY_TEXT_RUN,
+                 "train.eval_every=1", "train.eval_num=4", "train.eval_real_num=20",
+                 f"train.eval_features=reader:{runs / 'reader'}"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [r for r in records if "eval/read_exact" in r]
+    assert [r["step"] for r in evaluations] == [1, 2]
+    for record in evaluations:
+        for key in ("read_exact", "read_chars", "read_exact_floor", "read_chars_floor"):
+            assert 0 <= record[f"eval/{key}"] <= 1, key
+        assert "eval/class_accuracy" not in record  # a reader predicts no classes

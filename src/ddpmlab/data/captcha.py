@@ -51,6 +51,7 @@ __all__ = [
     "CaptchaFolderDataset",
     "captcha_text",
     "random_texts",
+    "draw_text",
     "check_texts",
     "render_captcha",
     "SOURCES",
@@ -75,10 +76,33 @@ def _item_rng(seed: int, index: int, salt: int = 0) -> random.Random:
     return random.Random(((salt & 0xFFFF) << 128) | ((seed & _MASK64) << 64) | (index & _MASK64))
 
 
-def captcha_text(seed: int, index: int, charset: str = DEFAULT_CHARSET, length: int = DEFAULT_LENGTH) -> str:
-    """The string of item ``index`` of the ``captcha`` data with this ``seed``."""
-    rng = _item_rng(seed, index)
-    return "".join(rng.choice(charset) for _ in range(length))
+def draw_text(rng: random.Random, charset: str, length: int, repeat_prob: float = 0.0) -> str:
+    """A string of ``length`` characters of ``charset`` drawn from ``rng``: the first uniformly, each
+    later one a repeat of the one before it with probability ``repeat_prob``, else uniformly.
+
+    With ``repeat_prob = 0`` the characters are independent and uniform (a repeat then comes with
+    probability 1/len(charset)) and ``rng`` sees exactly ``length`` ``choice`` calls. A larger
+    ``repeat_prob`` puts more doubled characters ("ff" in "fngff") into training strings, where
+    text-conditional models most often draw a character once too often or too few times.
+    """
+    chars = [rng.choice(charset)]
+    for _ in range(length - 1):
+        if repeat_prob > 0 and rng.random() < repeat_prob:
+            chars.append(chars[-1])
+        else:
+            chars.append(rng.choice(charset))
+    return "".join(chars[:length])
+
+
+def captcha_text(
+    seed: int,
+    index: int,
+    charset: str = DEFAULT_CHARSET,
+    length: int = DEFAULT_LENGTH,
+    repeat_prob: float = 0.0,
+) -> str:
+    """The string of item ``index`` of the ``captcha`` data with this ``seed`` (see :func:`draw_text`)."""
+    return draw_text(_item_rng(seed, index), charset, length, repeat_prob)
 
 
 def random_texts(num: int, charset: str, length: int, seed: int = 0) -> list[str]:
@@ -266,6 +290,11 @@ class CaptchaDataset(_TextImageDataset):
         channels: 1 (grayscale) or 3 (RGB: the renderer's random colours).
         seed: fixes every string and every rendering.
         cache: keep rendered items in memory (uint8), so that later epochs only read them.
+        repeat_prob: the probability that a character repeats the one before it (0: independent,
+            uniform characters; see :func:`draw_text`).
+
+    Raises:
+        DataError: a bad option value.
     """
 
     def __init__(
@@ -278,6 +307,7 @@ class CaptchaDataset(_TextImageDataset):
         channels: int = 1,
         seed: int = 0,
         cache: bool = True,
+        repeat_prob: float = 0.0,
     ) -> None:
         _check_text_options(charset, length, "captcha")
         _check_size(height, width, "captcha")
@@ -285,9 +315,13 @@ class CaptchaDataset(_TextImageDataset):
             raise DataError(f"captcha: data.num_items must be a positive integer, got {num_items!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise DataError(f"captcha: data.seed must be an integer, got {seed!r}")
+        number = isinstance(repeat_prob, (int, float)) and not isinstance(repeat_prob, bool)
+        if not number or not 0 <= repeat_prob < 1:
+            raise DataError(f"captcha: data.repeat_prob must be a number in [0, 1), got {repeat_prob!r}")
         self.name = "captcha"
         self.seed = seed
-        texts = [captcha_text(seed, index, charset, length) for index in range(num_items)]
+        self.repeat_prob = float(repeat_prob)
+        texts = [captcha_text(seed, index, charset, length, self.repeat_prob) for index in range(num_items)]
         self._setup(texts, charset, length, channels, height, width)
         self.cache = bool(cache)
         self._pixels: torch.Tensor | None = None
@@ -299,8 +333,7 @@ class CaptchaDataset(_TextImageDataset):
         if not 0 <= index < len(self):
             raise IndexError(f"item {index} of a captcha dataset of {len(self)} items")
         rng = _item_rng(self.seed, index)
-        for _ in range(self.text_length):  # the draws that chose the string
-            rng.choice(self.text_charset)
+        draw_text(rng, self.text_charset, self.text_length, self.repeat_prob)  # replay the string's draws
         if self._generator is None:
             self._generator = _image_captcha(_captcha_module(), self.height)
         return render_captcha(self.texts[index], rng, self.height, self.width, self._generator)
@@ -440,7 +473,7 @@ SOURCES: dict[str, Source] = {
         _build_captcha,
         {
             "channels": 1, "length": DEFAULT_LENGTH, "charset": None, "height": DEFAULT_HEIGHT,
-            "width": DEFAULT_WIDTH, "num_items": 10000, "seed": 0, "cache": True,
+            "width": DEFAULT_WIDTH, "num_items": 10000, "seed": 0, "cache": True, "repeat_prob": 0.0,
         },
         _describe_captcha,
     ),

@@ -187,8 +187,9 @@ def build_image_dataset(
         options: the source's own options: ``channels`` (1 or 3; default: the source's own, RGB for
             folders), ``split`` (``train``/``test``, torchvision sources), ``labels``
             (``auto``/``folders``/``none``, folders); for ``captcha``: ``length``, ``charset``,
-            ``height``, ``width``, ``num_items``, ``seed``, ``cache``; for ``captcha_folder``:
-            ``height``, ``width``, ``charset``, ``length`` (see :mod:`ddpmlab.data.captcha`).
+            ``height``, ``width``, ``num_items``, ``seed``, ``cache``, ``repeat_prob``; for
+            ``captcha_folder``: ``height``, ``width``, ``charset``, ``length`` (see
+            :mod:`ddpmlab.data.captcha`).
 
     Raises:
         ConfigError: an unknown name or option, or a bad option value.

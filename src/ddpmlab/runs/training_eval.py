@@ -42,10 +42,12 @@ from ddpmlab.training.evaluation import isolated_rng
 __all__ = ["METRICS", "TrainingEvaluator", "check_evaluation", "evaluation_plan", "training_evaluator"]
 
 # What each evaluation logs (as eval/<name>); class accuracy only for class-conditional runs with a
-# feature network that predicts classes (a judge).
+# feature network that predicts classes (a judge), reading accuracy only for text-conditional runs with
+# a reader (one sample per random string).
 METRICS = (
     "fd", "fd_floor", "kid", "kid_std", "kid_floor", "precision", "precision_floor", "recall",
-    "recall_floor", "class_accuracy", "class_accuracy_floor",
+    "recall_floor", "class_accuracy", "class_accuracy_floor", "read_exact", "read_chars",
+    "read_exact_floor", "read_chars_floor",
 )
 PR_NEIGHBOUR = 3  # precision / recall's k: the reference must hold more than k real images
 
