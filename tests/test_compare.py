@@ -217,10 +217,12 @@ def test_the_pages_show_pictures_that_exist_and_no_script(report):
 def test_the_config_table_lists_the_keys_that_differ(runs, report):
     _, found = report
     differences = {row["key"]: row["values"] for row in found["config_differences"]}
-    # the shipped pair differ in the condition, the sampling guidance and the grids' cadence (here both
-    # null); the tiny unconditional run was also given another learning rate
+    # the shipped pair differ in the condition, the sampler (the demo's DPM-Solver++, DDIM), the sampling
+    # guidance and the grids' cadence (here both null); the tiny unconditional run was also given another
+    # learning rate
     assert differences == {
-        "data.conditional": [True, False], "sample.guidance": [3.0, 1.0], "train.lr": [0.002, 0.001]
+        "data.conditional": [True, False], "sample.guidance": [3.0, 1.0], "train.lr": [0.002, 0.001],
+        "sample.sampler": ["dpm++2m", "ddim"],
     }
     from ddpmlab.runs import open_run
 

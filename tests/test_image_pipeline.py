@@ -183,3 +183,22 @@ def test_image_demo_writes_grid_zip_and_animation(tmp_path, capsys, monkeypatch)
         assert len(z.namelist()) == 64
     with Image.open(run / "demo_denoising.gif") as gif:
         assert gif.n_frames == 6  # 26 frames asked, but 5 steps: x_t before each step and the samples
+
+
+def test_the_demo_samples_with_the_runs_own_sampler_and_steps(monkeypatch):
+    from types import SimpleNamespace
+
+    import ddpmlab.runs.demo
+
+    calls = []
+    monkeypatch.setattr(
+        ddpmlab.runs.demo, "make_run_sampler", lambda run, kind, steps: calls.append((kind, steps))
+    )
+    run = SimpleNamespace(config=SimpleNamespace(sample=SimpleNamespace(steps=20)),
+                          diffusion=SimpleNamespace(num_timesteps=1000))
+    ddpmlab.runs.demo.demo_sampler(run)  # the config's sampler (None: the run's own) and steps
+    run.config.sample.steps = None
+    ddpmlab.runs.demo.demo_sampler(run)  # no steps given: DDIM 50, not all T
+    run.config.sample.steps, run.diffusion.num_timesteps = 20, 10
+    ddpmlab.runs.demo.demo_sampler(run)  # never more steps than timesteps
+    assert calls == [(None, 20), ("ddim", 50), (None, 10)]

@@ -13,15 +13,16 @@ from pathlib import Path
 
 from ddpmlab.config import load_config
 from ddpmlab.runs.conditions import class_grid_labels, text_grid_labels
-from ddpmlab.runs.rundir import RunError, open_run
+from ddpmlab.runs.rundir import Run, RunError, open_run
 from ddpmlab.runs.sampling import make_run_sampler, sample_run, sample_trajectory
 from ddpmlab.runs.training import train_run
+from ddpmlab.sampling import Sampler
 
 __all__ = ["DemoResult", "shipped_config", "fresh_demo_dir", "run_demo", "demo_outputs"]
 
 DEMO_MARKER = ".ddpmlab-demo"
 SHIPPED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-DEMO_DDIM_STEPS = 50  # the image demo's sampler (fewer when the diffusion has fewer timesteps)
+DEMO_DDIM_STEPS = 50  # the image demo's sampler where the config leaves the steps open (all T for ddpm)
 
 
 @dataclass
@@ -70,15 +71,24 @@ def run_demo(config_name: str = "mnist5k", run_dir: str | Path | None = None, ov
     return result
 
 
+def demo_sampler(run: Run) -> Sampler:
+    """The run's own sampler and steps (its ``sample`` section: DPM-Solver++(2M) 20 steps for mnist5k),
+    at most T steps; DDIM 50 where the section gives no steps (its sampler's default would be all T)."""
+    limit = run.diffusion.num_timesteps
+    if run.config.sample.steps is None:
+        return make_run_sampler(run, "ddim", min(DEMO_DDIM_STEPS, limit))
+    return make_run_sampler(run, None, min(run.config.sample.steps, limit))
+
+
 def demo_outputs(run_dir: Path) -> tuple[Path, Path, Path]:
-    """A 10x10 grid (one row per class, DDIM 50 steps, or T if the diffusion has fewer, the run's
-    guidance), a zip of 64 images and a denoising animation (two rows of samples, x_t beside the
+    """A 10x10 grid (one row per class; :func:`demo_sampler`, the run's guidance), a zip of 64 images
+    and a denoising animation (two rows of samples, x_t beside the
     predicted x0) of an image run."""
     from ddpmlab.data.base import to_uint8
     from ddpmlab.export import save_denoising_gif, save_grid, save_zip
 
     run = open_run(run_dir)
-    sampler = make_run_sampler(run, "ddim", min(DEMO_DDIM_STEPS, run.diffusion.num_timesteps))
+    sampler = demo_sampler(run)
     if run.text_encoder is not None:  # captchas: one row per random string
         from ddpmlab.data.captcha import random_texts
 
