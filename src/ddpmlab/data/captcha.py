@@ -142,6 +142,12 @@ def _check_text_options(charset: Any, length: Any, where: str) -> None:
         raise DataError(f"{where}: data.length must be a positive integer, got {length!r}")
 
 
+def _check_repeat_prob(value: Any) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not 0 <= value < 1:
+        raise DataError(f"captcha: data.repeat_prob must be a number in [0, 1), got {value!r}")
+
+
 def _check_size(height: Any, width: Any, where: str) -> None:
     for key, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -315,9 +321,7 @@ class CaptchaDataset(_TextImageDataset):
             raise DataError(f"captcha: data.num_items must be a positive integer, got {num_items!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise DataError(f"captcha: data.seed must be an integer, got {seed!r}")
-        number = isinstance(repeat_prob, (int, float)) and not isinstance(repeat_prob, bool)
-        if not number or not 0 <= repeat_prob < 1:
-            raise DataError(f"captcha: data.repeat_prob must be a number in [0, 1), got {repeat_prob!r}")
+        _check_repeat_prob(repeat_prob)
         self.name = "captcha"
         self.seed = seed
         self.repeat_prob = float(repeat_prob)
@@ -451,6 +455,7 @@ def _build_captcha_folder(image_size, root, download, hflip, options) -> Captcha
 
 def _describe_captcha(image_size, options):
     """Rendered captchas: everything follows from the options."""
+    _check_repeat_prob(options["repeat_prob"])
     charset = options["charset"] if options["charset"] is not None else DEFAULT_CHARSET
     return image_info(
         options["channels"], options["height"], options["width"], text_charset=charset,
