@@ -91,7 +91,7 @@ def draw_text(rng: random.Random, charset: str, length: int, repeat_prob: float 
             chars.append(chars[-1])
         else:
             chars.append(rng.choice(charset))
-    return "".join(chars[:length])
+    return "".join(chars)
 
 
 def captcha_text(
@@ -107,11 +107,7 @@ def captcha_text(
 
 def random_texts(num: int, charset: str, length: int, seed: int = 0) -> list[str]:
     """``num`` random strings of ``length`` characters of ``charset``; string i depends on (seed, i) only."""
-    texts = []
-    for index in range(num):
-        rng = _item_rng(seed, index, _SAMPLING_SALT)
-        texts.append("".join(rng.choice(charset) for _ in range(length)))
-    return texts
+    return [draw_text(_item_rng(seed, index, _SAMPLING_SALT), charset, length) for index in range(num)]
 
 
 def check_texts(texts: Sequence[str], charset: str, length: int) -> list[str]:

@@ -82,8 +82,7 @@ def demo_sampler(run: Run) -> Sampler:
 
 def demo_outputs(run_dir: Path) -> tuple[Path, Path, Path]:
     """A 10x10 grid (one row per class; :func:`demo_sampler`, the run's guidance), a zip of 64 images
-    and a denoising animation (two rows of samples, x_t beside the
-    predicted x0) of an image run."""
+    and a denoising animation (two rows of samples, x_t beside the predicted x0) of an image run."""
     from ddpmlab.data.base import to_uint8
     from ddpmlab.export import save_denoising_gif, save_grid, save_zip
 
