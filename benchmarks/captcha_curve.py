@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reader", default="runs/captcha_reader")
     parser.add_argument("--num", type=int, default=500, help="strings per point (one sample each)")
     parser.add_argument("--real-num", type=int, default=2000)
+    parser.add_argument("--guidance", type=float, help="classifier-free guidance w (default: each run's own)")
     harness.add_output_options(parser, "captcha_curve")
     return parser.parse_args(argv)
 
@@ -75,6 +76,7 @@ def evaluate_at(run: Path, step: int, args: argparse.Namespace, scratch: Path) -
     code = ddpmlab_main([
         "evaluate", "--run", str(copy), "--features", f"reader:{args.reader}", "--num", str(args.num),
         "--real-num", str(args.real_num), "--out", str(out),
+        *(["--guidance", str(args.guidance)] if args.guidance is not None else []),
     ])
     if code != 0:
         raise SystemExit(f"evaluating {run} at step {step} failed")
@@ -89,7 +91,7 @@ def report(points: list[dict], args: argparse.Namespace, context: dict) -> str:
         f"Command: `{context['command']}`",
         f"Machine: {context['machine']}. Minutes: the training clock of {context['clock']} (trained alone).",
         f"Reader: {args.reader}; {args.num} random unseen strings per point, one sample each, the runs' "
-        "own sampling settings.",
+        "own sampling settings" + (f" at w = {args.guidance:g}." if args.guidance is not None else "."),
         "",
         "| minutes | step | " + " | ".join(f"{r}: exact / chars / FD_reader (floor)" for r in runs) + " |",
         "|---:|---:|" + "---:|" * len(runs),

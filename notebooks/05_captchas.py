@@ -13,14 +13,15 @@
 #
 # The captcha homework trains a diffusion model conditioned on a string and asks it for `fngff` and
 # `gnfcd`. Here the training captchas are drawn on the fly by the `captcha` package from random
-# 5-character strings; the model is a UNet that reads the string through a text embedding and
-# cross-attention, trained with classifier-free guidance. Then we ask for `fngff` and compare what
-# comes back with real renders of `fngff`.
+# 5-character strings; the model is a UNet that reads the string through a text embedding,
+# cross-attention and a picture of the string in a plain font drawn where the characters go, trained
+# with classifier-free guidance. Then we ask for `fngff` and compare what comes back with real renders
+# of `fngff`.
 #
-# **Cost.** `configs/captcha.yaml` trains for **30 minutes on a laptop CPU** (about 4,000 steps); after
-# that, about one random string in five comes out exactly right when read by eye (the README's
-# captcha section). `DDPMLAB_NOTEBOOK_MODE=small` (the test suite) trains a tiny model on 64
-# captchas for a few steps: its samples are noise.
+# **Cost.** `configs/captcha.yaml` trains for **30 minutes on a 2-core CPU** (about 7,000 steps); how
+# many strings then read back exactly is measured by a captcha reader in the README's captcha section.
+# `DDPMLAB_NOTEBOOK_MODE=small` (the test suite) trains a tiny model on 64 captchas for a few steps:
+# its samples are noise.
 
 # %% [markdown]
 # ## Setup
@@ -83,7 +84,9 @@ show(fig)
 # %% [markdown]
 # The training data (`data.name: captcha`) is `num_items` such captchas of random strings, item $i$
 # fixed by (seed, $i$), rendered once and cached. `build_data` gives batches of images in $[-1, 1]$
-# and their strings, the condition the model is trained on.
+# and their strings, the condition the model is trained on. With `data.layout: true` (the shipped
+# config) each string is a `PlacedText`: it also carries the horizontal centre of each character, as
+# the renderer placed it (a fraction of the width), found by replaying the renderer's random draws.
 
 # %%
 from ddpmlab.config import load_config
@@ -114,6 +117,13 @@ show(fig)
 #   pixel, whose query also carries its own position in the image, looks up the character tokens,
 #   $\mathrm{softmax}(Q_\text{pixels} K_\text{chars}^\top / \sqrt d)\, V_\text{chars}$, so the region
 #   where the second character belongs can find the second token.
+#
+# A third way turns the task into restyling: the **glyph image**, the string drawn in a plain font
+# (each character once, at model build, stored with the weights), enters as one more input channel
+# beside $x_t$ (`model.text_glyph`, as TextDiffuser and GlyphControl do). A plain string has its glyphs
+# side by side in equal slots; a `PlacedText` has each glyph drawn at its character's centre, so the
+# network finds each character's shape where that character belongs. When sampling, the strings you
+# ask for are placed by the same renderer (`ddpmlab.data.place_texts`), one layout per sample.
 #
 # `dry_run` builds the model `configs/captcha.yaml` trains: 2x2 patches of pixels folded into channels
 # first (`patch_size: 2`, so the UNet works at 16x48), attention with cross-attention at 8x24 and 4x12.
@@ -161,7 +171,8 @@ run = open_run(run_dir)
 sampler = make_run_sampler(run)
 plan = plan_conditions(run, texts=",".join(WORDS))
 samples, asked = sample_images(run, plan.num, sampler, guidance=3.0, labels=plan.labels, seed=0)
-print(f"{plan.num} samples in {plan.rows} rows, asked for: {sorted(set(asked))}; {sampler}")
+print(f"{plan.num} samples in {plan.rows} rows, asked for: {sorted(set(map(str, asked)))}; {sampler}")
+print("the first sample's condition:", repr(asked[0]))
 rows, names = [], []
 for index, word in enumerate(WORDS):
     rows += [real[word], samples[index * 8 : (index + 1) * 8]]
@@ -175,10 +186,10 @@ show(fig)
 # %% [markdown]
 # ## 5. Reading it back
 #
-# Does a sample say `fngff`? A reader of captchas that would answer automatically is not part of
-# ddpmlab yet (it is planned); until then, your eyes are the reader. To read without being led by the
-# answer, the next cell samples one captcha for each of 10 random strings the model never saw, and
-# hides the strings. Write down what you read, then run the cell after it.
+# Does a sample say `fngff`? `ddpmlab evaluate --features reader:RUN` answers with a captcha reader
+# trained on real renders only (the README's captcha section); here your eyes are the reader. To read
+# without being led by the answer, the next cell samples one captcha for each of 10 random strings the
+# model never saw, and hides the strings. Write down what you read, then run the cell after it.
 
 # %%
 from ddpmlab.data.captcha import random_texts

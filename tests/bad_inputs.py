@@ -112,6 +112,8 @@ CASES: list[Case] = [
     _c("config", f"{IMAGE_CONFIG} train.eval_sampler=euler", "train.eval_sampler must be one of"),
     _c("config", f"{BAD}/captcha.yaml data.repeat_prob=1",
        "data.repeat_prob must be a number in [0, 1), got 1"),
+    _c("config", f"{BAD}/captcha.yaml data.layout=maybe",
+       "data.layout must be true or false, got 'maybe'"),
     _c("config", f"{CONFIG} train.eval_every=100 train.eval_features=inception",
        "train.eval_every measures image runs; mog1d is toy data"),
     _c("config", f"{IMAGE_CONFIG} train.eval_every=100 train.eval_features=judge:runs/toy",

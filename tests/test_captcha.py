@@ -178,7 +178,7 @@ def _write_captcha(path: Path, text: str, seed: int) -> None:
     render_captcha(text, random.Random(seed), height=50, width=200).convert("RGBA").save(path)
 
 
-def test_folder_of_images_named_by_their_text(tmp_path: Path):
+def test_folder_of_images_named_by_their_text(tmp_path: Path, capsys):
     for seed, text in enumerate(["fngff", "gnfcd", "2b827"]):
         _write_captcha(tmp_path / "samples" / f"{text}.png", text, seed)
     (tmp_path / "samples" / "notes.txt").write_text("not an image")
@@ -198,9 +198,13 @@ def test_folder_of_images_named_by_their_text(tmp_path: Path):
         build_image_dataset("captcha_folder", root=tmp_path / "samples", length=4)
     with pytest.raises(ConfigError, match="needs data.root"):
         build_image_dataset("captcha_folder")
-    # The shipped config switches to real captchas with two overrides.
-    assert main(["train", "--config", "configs/captcha.yaml", "--dry-run", "data.name=captcha_folder",
-                 f"data.root={tmp_path / 'samples'}", "train.batch_size=2"]) == 0
+    # The shipped config switches to real captchas with three overrides: a folder has no layouts, and
+    # says so in one line when the config's data.layout is left on.
+    folder = ["train", "--config", "configs/captcha.yaml", "--dry-run", "data.name=captcha_folder",
+              f"data.root={tmp_path / 'samples'}", "train.batch_size=2"]
+    assert main([*folder, "data.layout=false"]) == 0
+    assert main(folder) == 2
+    assert "captcha_folder has no layouts" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no captcha images"):
         build_image_dataset("captcha_folder", root=tmp_path / "empty")

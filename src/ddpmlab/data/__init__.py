@@ -5,7 +5,9 @@ The run layer asks this package two things, both from a config's ``data`` sectio
 
 - :func:`build_data`: the training batch stream and the data's :class:`DataInfo` (reads the data);
 - :func:`describe_data`: the :class:`DataInfo` from the config alone, or None where only the files can
-  tell (dry runs use it, so that sizing a run never needs the data).
+  tell (dry runs use it, so that sizing a run never needs the data);
+- :func:`place_texts`: the strings to sample a text-conditional model with (laid out by the data's
+  renderer where the data's items carry layouts).
 
 Modules: :mod:`.info` (``DataInfo``), :mod:`.base` (what every image source shares), :mod:`.images`,
 :mod:`.cars`, :mod:`.captcha` (image sources), :mod:`.sources` (the name -> source table),
@@ -14,6 +16,7 @@ Modules: :mod:`.info` (``DataInfo``), :mod:`.base` (what every image source shar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ddpmlab.data.info import DataInfo
@@ -21,7 +24,7 @@ from ddpmlab.data.info import DataInfo
 if TYPE_CHECKING:
     from ddpmlab.config import DataConfig
 
-__all__ = ["DataInfo", "build_data", "describe_data", "is_toy"]
+__all__ = ["DataInfo", "build_data", "describe_data", "is_toy", "place_texts"]
 
 
 def is_toy(name: str) -> bool:
@@ -67,6 +70,18 @@ def describe_data(data: DataConfig) -> DataInfo | None:
     if info is not None:
         _check_labels(data, info)
     return info
+
+
+def place_texts(data: DataConfig, texts: Sequence[str], seed: int) -> list[str]:
+    """The strings to sample a text-conditional model of ``data`` with: for data whose items carry
+    their characters' layout (``captcha`` with ``data.layout``), each string placed by the data's own
+    renderer (string i from (``seed``, i); :class:`~ddpmlab.models.glyphs.PlacedText`); otherwise
+    ``texts`` as given. Reads no data."""
+    if is_toy(data.name):
+        return list(texts)
+    from ddpmlab.data.sources import place_image_texts
+
+    return place_image_texts(data.name, texts, seed, **data.options)
 
 
 def build_data(

@@ -301,11 +301,15 @@ class Source:
         describe: ``describe(image_size, options) -> DataInfo | None``: the data's description from
             the config alone (None when only the files can tell, e.g. a folder's classes). Used by dry
             runs, which must not need the data.
+        place: ``place(options, texts, seed) -> list[str]``: the strings a text-conditional model of this
+            data is sampled with, where its items carry layouts (``data.layout`` of ``captcha``); None:
+            strings as given.
     """
 
     build: Callable[..., ImageDataset]
     options: dict[str, Any] = field(default_factory=dict)
     describe: Callable[..., DataInfo | None] = lambda image_size, options: None
+    place: Callable[..., list[str]] | None = None
 
 
 def image_info(

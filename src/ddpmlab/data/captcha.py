@@ -21,11 +21,8 @@ The default charset is the 19 characters of the common 5-character captcha image
 
 from __future__ import annotations
 
-import importlib
 import random
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +41,14 @@ from ddpmlab.data.base import (
     images_under,
     plain_image,
 )
+from ddpmlab.data.captcha_render import (
+    captcha_module,
+    character_centres,
+    image_captcha,
+    layout_canvas,
+    render_captcha,
+)
+from ddpmlab.models.glyphs import PlacedText
 
 __all__ = [
     "DEFAULT_CHARSET",
@@ -54,16 +59,16 @@ __all__ = [
     "draw_text",
     "check_texts",
     "render_captcha",
+    "place_texts",
     "SOURCES",
 ]
 
 DEFAULT_CHARSET = "2345678bcdefgmnpwxy"
 DEFAULT_LENGTH = 5
 DEFAULT_HEIGHT, DEFAULT_WIDTH = 32, 96
-RENDER_WIDTH, RENDER_HEIGHT = 160, 60  # ImageCaptcha's own size, which its font sizes suit
-RENDER_FONT_SIZES = (42, 50, 56)
 _MASK64 = (1 << 64) - 1
 _SAMPLING_SALT = 0x5A17  # random strings for sampling differ from the training data of the same seed
+_LAYOUT_SALT = 0x1A70  # layouts drawn for sampling: their own draws, apart from strings and renders
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,90 +149,15 @@ def _check_repeat_prob(value: Any) -> None:
         raise DataError(f"captcha: data.repeat_prob must be a number in [0, 1), got {value!r}")
 
 
+def _check_layout(value: Any) -> None:
+    if not isinstance(value, bool):
+        raise DataError(f"captcha: data.layout must be true or false, got {value!r}")
+
+
 def _check_size(height: Any, width: Any, where: str) -> None:
     for key, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise DataError(f"{where}: data.{key} must be a positive integer, got {value!r}")
-
-
-# --------------------------------------------------------------------------------------------------
-# Rendering.
-# --------------------------------------------------------------------------------------------------
-
-
-class _SeededEntropy(random.Random):
-    """A seeded ``random.Random`` that also answers the calls ImageCaptcha makes to ``secrets``
-    (``randbelow``, ``randbits``, ``choice``; older versions call ``random``'s functions instead)."""
-
-    def randbelow(self, n: int) -> int:
-        return self.randrange(n)
-
-    def randbits(self, k: int) -> int:
-        return self.getrandbits(k)
-
-
-_RENDER_LOCK = threading.Lock()
-
-
-def _captcha_module() -> Any:
-    try:
-        return importlib.import_module("captcha.image")
-    except ImportError:
-        raise DataError("the captcha dataset needs the captcha package: pip install captcha") from None
-
-
-@contextmanager
-def _seeded_captcha(rng: random.Random) -> Iterator[Any]:
-    """``captcha.image`` with its sources of randomness (the module globals ``secrets`` and ``random``)
-    replaced by ``rng`` for the duration; a lock keeps threads of one process from interleaving."""
-    module = _captcha_module()
-    names = [name for name in ("secrets", "random") if name in vars(module)]
-    if not names:
-        raise DataError("this version of the captcha package cannot be seeded; pip install 'captcha>=0.5'")
-    with _RENDER_LOCK:
-        saved = {name: getattr(module, name) for name in names}
-        try:
-            for name in names:
-                setattr(module, name, rng)
-            yield module
-        finally:
-            for name, value in saved.items():
-                setattr(module, name, value)
-
-
-def _render_scale(height: int) -> float:
-    """Render larger than ImageCaptcha's 160x60 only when the output is taller than 60 pixels."""
-    return max(1.0, height / RENDER_HEIGHT)
-
-
-def render_captcha(
-    text: str,
-    rng: random.Random,
-    height: int = DEFAULT_HEIGHT,
-    width: int = DEFAULT_WIDTH,
-    generator: Any = None,
-) -> Image.Image:
-    """An RGB captcha of ``text`` drawn with ``rng`` (a ``random.Random``), resized to width x height.
-
-    ``generator`` is an ``ImageCaptcha`` to reuse (it caches its fonts); by default a new one.
-    """
-    entropy = _SeededEntropy()
-    entropy.setstate(rng.getstate())
-    with _seeded_captcha(entropy) as module:
-        if generator is None:
-            generator = _image_captcha(module, height)
-        image = generator.generate_image(text)
-    rng.setstate(entropy.getstate())  # the caller's generator moves on as if it had drawn directly
-    image = image.convert("RGB")
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.BICUBIC)
-    return image
-
-
-def _image_captcha(module: Any, height: int) -> Any:
-    scale = _render_scale(height)
-    sizes = tuple(round(size * scale) for size in RENDER_FONT_SIZES)
-    return module.ImageCaptcha(round(RENDER_WIDTH * scale), round(RENDER_HEIGHT * scale), font_sizes=sizes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -294,6 +224,10 @@ class CaptchaDataset(_TextImageDataset):
         cache: keep rendered items in memory (uint8), so that later epochs only read them.
         repeat_prob: the probability that a character repeats the one before it (0: independent,
             uniform characters; see :func:`draw_text`).
+        layout: label each item with a :class:`~ddpmlab.models.glyphs.PlacedText`: its string and the
+            centre of each character as the renderer placed it (:func:`character_centres`), which a
+            ``text_glyph`` model draws its glyphs at; sampling then places strings with
+            :func:`place_texts`.
 
     Raises:
         DataError: a bad option value.
@@ -310,6 +244,7 @@ class CaptchaDataset(_TextImageDataset):
         seed: int = 0,
         cache: bool = True,
         repeat_prob: float = 0.0,
+        layout: bool = False,
     ) -> None:
         _check_text_options(charset, length, "captcha")
         _check_size(height, width, "captcha")
@@ -318,43 +253,84 @@ class CaptchaDataset(_TextImageDataset):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise DataError(f"captcha: data.seed must be an integer, got {seed!r}")
         _check_repeat_prob(repeat_prob)
+        _check_layout(layout)
         self.name = "captcha"
         self.seed = seed
         self.repeat_prob = float(repeat_prob)
+        self.layout = layout
         texts = [captcha_text(seed, index, charset, length, self.repeat_prob) for index in range(num_items)]
         self._setup(texts, charset, length, channels, height, width)
         self.cache = bool(cache)
         self._pixels: torch.Tensor | None = None
+        self._centres: torch.Tensor | None = None  # [N, length] with layout and cache
         self._rendered: torch.Tensor | None = None
         self._generator: Any = None
+        self._layout_generator: Any = None
 
-    def render(self, index: int) -> Image.Image:
-        """Item ``index``'s captcha as an RGB PIL image (height x width), rendered afresh."""
+    def _render_rng(self, index: int) -> random.Random:
+        """Item ``index``'s generator, past its string's draws: where the renderer starts."""
         if not 0 <= index < len(self):
             raise IndexError(f"item {index} of a captcha dataset of {len(self)} items")
         rng = _item_rng(self.seed, index)
         draw_text(rng, self.text_charset, self.text_length, self.repeat_prob)  # replay the string's draws
+        return rng
+
+    def render(self, index: int) -> Image.Image:
+        """Item ``index``'s captcha as an RGB PIL image (height x width), rendered afresh."""
+        rng = self._render_rng(index)
         if self._generator is None:
-            self._generator = _image_captcha(_captcha_module(), self.height)
+            self._generator = image_captcha(captcha_module(), self.height)
         return render_captcha(self.texts[index], rng, self.height, self.width, self._generator)
+
+    def placed_text(self, index: int) -> PlacedText:
+        """Item ``index``'s string with its characters' centres in its captcha (computed afresh)."""
+        if self._layout_generator is None:
+            canvas = layout_canvas(self.text_length)
+            self._layout_generator = image_captcha(captcha_module(), self.height, canvas)
+        text, rng = self.texts[index], self._render_rng(index)
+        return PlacedText(text, character_centres(text, rng, self.height, self._layout_generator))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         index = int(index)
-        if self.cache:
-            if self._pixels is None:
-                self._pixels = torch.zeros((len(self), *self.shape), dtype=torch.uint8)
-                self._rendered = torch.zeros(len(self), dtype=torch.bool)
-            if not self._rendered[index]:
-                image = self.render(index).convert("RGB" if self.channels == 3 else "L")
-                self._pixels[index] = TF.pil_to_tensor(image)
-                self._rendered[index] = True
-            return self._finish(self._pixels[index], index), self.texts[index]
-        return self._to_item(self.render(index), index), self.texts[index]
+        if not self.cache:
+            label = self.placed_text(index) if self.layout else self.texts[index]
+            return self._to_item(self.render(index), index), label
+        if self._pixels is None:
+            self._pixels = torch.zeros((len(self), *self.shape), dtype=torch.uint8)
+            self._rendered = torch.zeros(len(self), dtype=torch.bool)
+            if self.layout:
+                self._centres = torch.zeros((len(self), self.text_length), dtype=torch.float64)
+        if not self._rendered[index]:
+            image = self.render(index).convert("RGB" if self.channels == 3 else "L")
+            self._pixels[index] = TF.pil_to_tensor(image)
+            if self._centres is not None:
+                centres = torch.tensor(self.placed_text(index).centres, dtype=torch.float64)
+                self._centres[index, : len(centres)] = centres
+            self._rendered[index] = True
+        text = self.texts[index]
+        if self._centres is not None:
+            text = PlacedText(text, self._centres[index, : len(text)].tolist())
+        return self._finish(self._pixels[index], index), text
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_generator"] = None  # fonts are reloaded where needed (e.g. in a spawned worker)
+        state["_generator"] = state["_layout_generator"] = None  # fonts are reloaded where needed
         return state
+
+
+def place_texts(
+    texts: Sequence[str], seed: int = 0, height: int = DEFAULT_HEIGHT, generator: Any = None
+) -> list[PlacedText]:
+    """Each string with centres drawn for it by the captcha renderer: string i is laid out as a captcha
+    of it drawn from (``seed``, i) would be (sampling a model trained with ``data.layout``; the
+    empty string stays plain). ``height``: the images' height (it sets the renderer's scale)."""
+    if generator is None:
+        generator = image_captcha(captcha_module(), height, layout_canvas(max(map(len, texts), default=0)))
+    placed = []
+    for index, text in enumerate(texts):
+        rng = _item_rng(seed, index, _LAYOUT_SALT)
+        placed.append(PlacedText(text, character_centres(text, rng, height, generator)) if text else text)
+    return placed
 
 
 class CaptchaFolderDataset(_TextImageDataset):
@@ -442,16 +418,32 @@ def _build_captcha(image_size, root, download, hflip, options) -> CaptchaDataset
     return CaptchaDataset(**values)
 
 
+def _refuse_folder_layout(options: dict[str, Any]) -> dict[str, Any]:
+    """A folder's options less ``layout``, which must be false: no renderer says where its characters
+    stand (the shipped captcha config, which sets it, is switched to a folder with data.layout=false)."""
+    values = dict(options)
+    layout = values.pop("layout")
+    _check_layout(layout)
+    if layout:
+        raise ConfigError(
+            "dataset captcha_folder has no layouts (data.layout needs the rendered captcha source, which "
+            "knows where it drew each character): add data.layout=false"
+        )
+    return values
+
+
 def _build_captcha_folder(image_size, root, download, hflip, options) -> CaptchaFolderDataset:
     _check_shared("captcha_folder", image_size, hflip)
+    values = _refuse_folder_layout(options)
     if root is None:
         raise ConfigError("dataset captcha_folder needs data.root, a folder of images named by text")
-    return CaptchaFolderDataset(root, **options)
+    return CaptchaFolderDataset(root, **values)
 
 
 def _describe_captcha(image_size, options):
     """Rendered captchas: everything follows from the options."""
     _check_repeat_prob(options["repeat_prob"])
+    _check_layout(options["layout"])
     charset = options["charset"] if options["charset"] is not None else DEFAULT_CHARSET
     return image_info(
         options["channels"], options["height"], options["width"], text_charset=charset,
@@ -461,6 +453,7 @@ def _describe_captcha(image_size, options):
 
 def _describe_captcha_folder(image_size, options):
     """A captcha folder: known without its files when the charset and length are given."""
+    _refuse_folder_layout(options)
     if options["charset"] is None or options["length"] is None:
         return None
     return image_info(
@@ -469,18 +462,28 @@ def _describe_captcha_folder(image_size, options):
     )
 
 
+def _place_captcha(options: dict[str, Any], texts: Sequence[str], seed: int) -> list[str]:
+    """Sampling strings for a model of this data: placed by the renderer with ``data.layout``."""
+    return place_texts(texts, seed, options["height"]) if options["layout"] else list(texts)
+
+
 SOURCES: dict[str, Source] = {
     "captcha": Source(
         _build_captcha,
         {
             "channels": 1, "length": DEFAULT_LENGTH, "charset": None, "height": DEFAULT_HEIGHT,
             "width": DEFAULT_WIDTH, "num_items": 10000, "seed": 0, "cache": True, "repeat_prob": 0.0,
+            "layout": False,
         },
         _describe_captcha,
+        _place_captcha,
     ),
     "captcha_folder": Source(
         _build_captcha_folder,
-        {"channels": 1, "height": DEFAULT_HEIGHT, "width": DEFAULT_WIDTH, "charset": None, "length": None},
+        {
+            "channels": 1, "height": DEFAULT_HEIGHT, "width": DEFAULT_WIDTH, "charset": None, "length": None,
+            "layout": False,
+        },
         _describe_captcha_folder,
     ),
 }

@@ -7,7 +7,7 @@ defaults, description from the config alone); the entries come from :mod:`ddpmla
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +209,12 @@ def describe_image_data(name: str, image_size: int | None = None, **options: Any
     values = check_options(name, source.options, options)
     _check_image_size(image_size)
     return source.describe(image_size, values)
+
+
+def place_image_texts(name: str, texts: Sequence[str], seed: int, **options: Any) -> list[str]:
+    """The strings a text-conditional model of image source ``name`` samples with: laid out where the
+    source's items carry layouts (:attr:`Source.place`), else ``texts`` as given."""
+    source = _source(name)
+    if source.place is None:
+        return list(texts)
+    return source.place(check_options(name, source.options, options), texts, seed)

@@ -20,20 +20,71 @@ of :class:`~ddpmlab.models.embeddings.TextEmbedding` (``UNet(text_glyph=True)``)
 
 Characters the font draws no ink for (outside its coverage) get blank tiles too; the text embedding still
 tells them apart.
+
+Where the characters go (the layout). By default tile k sits in the k-th slot of a row of equal slots. A
+condition may instead be a :class:`PlacedText`: a string that also carries each character's horizontal
+centre (a fraction of the image width); its tiles are then drawn centred there, overlapping tiles
+combined by taking the darker pixel. Data whose renderer knows where it drew each character (the
+``captcha`` source with ``data.layout``) trains with the true centres and samples with centres drawn by
+the same renderer: the denoiser restyles glyphs that already stand where the characters belong, as in
+TextDiffuser's layout-then-render design, instead of choosing the layout itself. Plain strings keep the
+equal slots, so a model trained either way takes both.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-__all__ = ["GlyphBank", "render_glyph_tiles", "GLYPH_INK", "GLYPH_PAPER"]
+__all__ = ["GlyphBank", "PlacedText", "glyph_centres", "render_glyph_tiles", "GLYPH_INK", "GLYPH_PAPER"]
 
 GLYPH_INK, GLYPH_PAPER = -1.0, 1.0
 GLYPH_FILL = 0.8  # the tallest character spans this fraction of the tile height (less if widths bind)
 _RENDER_SIZE = 64  # font size the characters are drawn at before being scaled to their tiles
+
+
+class PlacedText(str):
+    """A string that also says where its characters stand: ``centres[k]`` is the horizontal centre of
+    character k as a fraction of the image width (0: the left edge, 1: the right edge).
+
+    It is a ``str`` everywhere else (equal to, and hashed as, the plain string; JSON writes the string),
+    so readers, grids and reports take it unchanged. Raises ValueError unless there is one finite centre
+    per character.
+    """
+
+    centres: tuple[float, ...]
+
+    def __new__(cls, text: str, centres: Sequence[float]) -> PlacedText:
+        placed = super().__new__(cls, text)
+        values = tuple(float(value) for value in centres)
+        if len(values) != len(text) or not all(math.isfinite(value) for value in values):
+            raise ValueError(f"{text!r} needs one finite centre per character, got {list(centres)!r}")
+        placed.centres = values
+        return placed
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles (DataLoader workers) as text + centres
+        return (PlacedText, (str(self), self.centres))
+
+    def __repr__(self) -> str:
+        return f"PlacedText({str(self)!r}, {[round(value, 3) for value in self.centres]})"
+
+
+def glyph_centres(cond: Sequence[str], length: int) -> torch.Tensor | None:
+    """The centres [B, length] of the :class:`PlacedText` among ``cond`` (NaN for plain strings, the
+    null string and padding), or None when no condition is placed."""
+    if not any(isinstance(text, PlacedText) for text in cond):
+        return None
+    rows = []
+    for text in cond:
+        values = list(text.centres)[:length] if isinstance(text, PlacedText) else []
+        rows.append(values + [math.nan] * (length - len(values)))
+    return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), length)
 
 
 def _default_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -101,14 +152,36 @@ class GlyphBank(nn.Module):
         self.length, self.height, self.width = length, height, width
         self.register_buffer("tiles", render_glyph_tiles(charset, height, width // length))
 
-    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, token_ids: torch.Tensor, centres: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids [B, length] (and optionally centres [B, length], fractions of the width; NaN: the
+        character's own slot) -> the glyph image [B, 1, height, width]."""
         batch, length = token_ids.shape
         if length != self.length:
             raise ValueError(f"the glyph bank takes {self.length} tokens per string, got {length}")
         tiles = self.tiles[token_ids.to(self.tiles.device)]  # [B, L, h, w]
         _, _, height, tile_width = tiles.shape
-        image = tiles.permute(0, 2, 1, 3).reshape(batch, 1, height, length * tile_width)
-        spare = self.width - length * tile_width
-        if spare:
-            image = F.pad(image, (spare // 2, spare - spare // 2), value=GLYPH_PAPER)
+        if centres is None:
+            image = tiles.permute(0, 2, 1, 3).reshape(batch, 1, height, length * tile_width)
+            spare = self.width - length * tile_width
+            if spare:
+                image = F.pad(image, (spare // 2, spare - spare // 2), value=GLYPH_PAPER)
+            return image
+        return self._placed(tiles, centres.to(self.tiles.device)).unsqueeze(1)
+
+    def _placed(self, tiles: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """Tiles [B, L, h, w] drawn centred at ``centres`` [B, L] (NaN: the slot's own place), the
+        darker pixel where tiles overlap -> [B, h, width]."""
+        batch, length, height, tile_width = tiles.shape
+        first = (self.width - length * tile_width) // 2
+        slots = first + tile_width * torch.arange(length, device=tiles.device)
+        wanted = torch.round(centres * self.width - tile_width / 2).nan_to_num(0).long()
+        lefts = torch.where(torch.isnan(centres), slots.expand(batch, -1), wanted)  # [B, L] first columns
+        columns = torch.arange(self.width, device=tiles.device)
+        image = torch.full((batch, height, self.width), GLYPH_PAPER, dtype=tiles.dtype, device=tiles.device)
+        for k in range(length):
+            offset = columns - lefts[:, k : k + 1]  # [B, width]: the tile's column under each image column
+            inside = (offset >= 0) & (offset < tile_width)
+            index = offset.clamp(0, tile_width - 1).unsqueeze(1).expand(batch, height, self.width)
+            drawn = tiles[:, k].gather(2, index)
+            image = torch.minimum(image, torch.where(inside.unsqueeze(1), drawn, GLYPH_PAPER))
         return image

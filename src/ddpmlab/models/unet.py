@@ -58,7 +58,7 @@ from ddpmlab.models.embeddings import (
     build_condition_encoder,
     embed_condition,
 )
-from ddpmlab.models.glyphs import GlyphBank
+from ddpmlab.models.glyphs import GlyphBank, glyph_centres
 
 __all__ = [
     "UNet",
@@ -332,12 +332,13 @@ class UNet(nn.Module):
         return tokens
 
     def glyph_image(self, cond: Any, batch: int, size: Sequence[int]) -> torch.Tensor:
-        """The glyph image [B, 1, *size] of the strings ``cond`` (``None``: the null string, blank)."""
+        """The glyph image [B, 1, *size] of the strings ``cond`` (``None``: the null string, blank); a
+        :class:`~ddpmlab.models.glyphs.PlacedText` has its characters drawn at its centres."""
         encoder = self.condition_encoder
         token_ids = encoder.tokenize(encoder.null_batch(batch) if cond is None else cond)
         if token_ids.shape[0] != batch:
             raise ValueError(f"got {token_ids.shape[0]} conditions for a batch of {batch}")
-        image = self.glyph_bank(token_ids)
+        image = self.glyph_bank(token_ids, None if cond is None else glyph_centres(cond, encoder.length))
         if tuple(image.shape[-2:]) != tuple(size):
             image = F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False)
         return image

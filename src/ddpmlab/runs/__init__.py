@@ -23,6 +23,7 @@ from ddpmlab.runs.conditions import (
     ConditionPlan,
     class_grid_labels,
     condition_labels,
+    place_conditions,
     plan_conditions,
     text_grid_labels,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "class_grid_labels",
     "text_grid_labels",
     "condition_labels",
+    "place_conditions",
     "plan_conditions",
     "classifier_free",
     "guided_denoiser",

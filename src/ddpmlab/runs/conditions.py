@@ -5,6 +5,7 @@ Every command that samples asks the same questions, answered here once:
 - which label or string sample i gets (:func:`condition_labels`: given labels are cycled; without
   any, classes in turn, or random strings fixed by the seed for text runs);
 - which strings a text run did not train on (:func:`unseen_texts`, for evaluation);
+- where each string's characters stand, for runs whose data carries layouts (:func:`place_conditions`);
 - how a grid is laid out (one row per class with ``--labels all``, one row per string with ``--text``);
 - how ``--labels 0,3,7`` / ``--labels all`` and ``--text fngff,gnfcd`` are read and checked
   (:func:`plan_conditions`).
@@ -27,6 +28,7 @@ __all__ = [
     "condition_labels",
     "unseen_texts",
     "sample_labels",
+    "place_conditions",
     "slice_condition",
     "parse_label_spec",
     "parse_text_spec",
@@ -108,10 +110,24 @@ def sample_labels(run: Run, num: int, labels: Any, seed: int, classifier: Any = 
     if classifier is not None:
         labels = condition_labels(run, num, labels, seed, classifier.num_classes)
     if run.conditional:
-        return condition_labels(run, num, labels, seed)
+        return place_conditions(run.config.data, condition_labels(run, num, labels, seed), seed)
     if labels is not None and classifier is None:
         raise RunError("this run is unconditional: it takes no labels")
     return labels
+
+
+def place_conditions(data: Any, labels: Any, seed: int) -> Any:
+    """Plain strings laid out by the data's renderer where the run's data carries layouts
+    (``data.layout`` of ``captcha``: :func:`ddpmlab.data.place_texts`, string i from (``seed``, i));
+    class labels, strings already placed and the strings of any other data unchanged."""
+    from ddpmlab.models.glyphs import PlacedText
+
+    plain = isinstance(labels, list) and all(isinstance(label, str) for label in labels)
+    if not plain or not labels or any(isinstance(label, PlacedText) for label in labels):
+        return labels
+    from ddpmlab.data import place_texts
+
+    return place_texts(data, labels, seed)
 
 
 def slice_condition(labels: Any, start: int, count: int, num: int, device: torch.device) -> Any:

@@ -11,7 +11,7 @@ import torch
 
 from ddpmlab.config import Config
 from ddpmlab.data import DataInfo
-from ddpmlab.runs.conditions import class_grid_labels, text_grid_labels
+from ddpmlab.runs.conditions import class_grid_labels, place_conditions, text_grid_labels
 from ddpmlab.runs.guided import classifier_free
 from ddpmlab.sampling import DDIMSampler
 
@@ -32,7 +32,7 @@ def _grid_conditions(model: Any, info: DataInfo, config: Config, per_class: int)
     encoder = model.condition_encoder
     rows = 8
     texts = random_texts(rows, encoder.charset, info.text_length or encoder.length, config.sample.seed)
-    return text_grid_labels(texts, per_class), rows
+    return place_conditions(config.data, text_grid_labels(texts, per_class), config.sample.seed), rows
 
 
 def write_training_grid(
