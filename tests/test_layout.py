@@ -127,7 +127,7 @@ def test_the_unet_draws_placed_glyphs_and_a_placed_string_at_the_slots_is_the_pl
 def test_layout_pass_finds_each_character_where_the_renderer_drew_it(monkeypatch):
     """Oracle: with the noise (drawn after the characters) switched off, a one-character captcha's ink
     is that character: its centre must sit within a pixel or two of the layout's centre, for every
-    character of the charset, squeezed rows (word spaces) included."""
+    character of the charset (one-character rows are never squeezed: the test above has those)."""
     module = captcha_module()
     monkeypatch.setattr(module.ImageCaptcha, "create_noise_dots", staticmethod(lambda image, *a, **k: image))
     monkeypatch.setattr(module.ImageCaptcha, "create_noise_curve", staticmethod(lambda image, *a, **k: image))
@@ -141,6 +141,44 @@ def test_layout_pass_finds_each_character_where_the_renderer_drew_it(monkeypatch
         ink = (pixels < pixels.median() - 25).any(0).nonzero().flatten().float()
         errors.append(abs(ink_centre(ink) - centre * 96))
     assert max(errors) <= 2.5, errors
+
+
+@pytest.mark.parametrize("length, height, width", [(5, 32, 96), (7, 32, 96), (5, 50, 200)])
+def test_layout_is_where_the_real_render_pasted_each_character(monkeypatch, length, height, width):
+    """Oracle from the real render itself: record every paste ImageCaptcha makes while the dataset renders
+    an item (each character's image, its mask and its offset on the row, then squeezed to the render
+    width) and compute each character's ink centre from those; the dataset's layout (another pass,
+    another route to the random state) must agree within a tenth of a pixel, over rows with word spaces,
+    overlaps and squeezes."""
+    from PIL import Image
+
+    pastes: list[tuple[int, int, Image.Image]] = []
+    paste = Image.Image.paste
+
+    def recording(self, image, box=None, mask=None):
+        if mask is not None:
+            pastes.append((self.size[0], box[0], mask.copy()))
+        return paste(self, image, box, mask)
+
+    data = CaptchaDataset(num_items=40, length=length, height=height, width=width, layout=True, cache=False)
+    squeezed = 0
+    for index in range(len(data)):
+        pastes.clear()
+        monkeypatch.setattr(Image.Image, "paste", recording)
+        data.render(index)
+        monkeypatch.setattr(Image.Image, "paste", paste)
+        expected = []
+        for row_width, offset, mask in pastes:
+            peak = mask.getextrema()[1]
+            if not peak:
+                continue  # a word space
+            box = mask.point(lambda v, peak=peak: 255 if v >= 0.5 * peak else 0).getbbox()
+            expected.append((offset + (box[0] + box[2]) / 2) / row_width)
+        squeezed += pastes[0][0] > 160 * max(1, height // 60)
+        got = data.placed_text(index).centres
+        assert len(got) == len(expected) == length
+        assert max(abs(a - b) for a, b in zip(got, expected)) * width < 0.1, (index, got, expected)
+    assert squeezed > 0  # some rows were too wide and squeezed: the squeeze is exercised
 
 
 def test_layout_leaves_the_render_unchanged_and_is_fixed_by_the_item():
@@ -191,9 +229,13 @@ def test_a_layout_run_trains_on_placed_strings_and_samples_with_placed_strings(t
 
     monkeypatch.setattr(UNet, "glyph_image", spy)
     run = tmp_path / "run"
-    assert main(["train", "--config", "configs/captcha.yaml", "--run", str(run), *TINY_LAYOUT_RUN]) == 0
-    trained = [cond for cond in seen if cond]
+    args = ["train", "--config", "configs/captcha.yaml", "--run", str(run), *TINY_LAYOUT_RUN]
+    assert main([*args, "train.sample_every=2"]) == 0  # a sample grid at the last step
+    trained = [cond for cond in seen if cond and len(cond) == 8]  # training batches of 8
     assert trained and all(isinstance(text, PlacedText) or text == "" for cond in trained for text in cond)
+    grid = [cond for cond in seen if cond and len(cond) > 8]  # the grid's 8 x 8 strings (+ the null ones)
+    assert grid and all(isinstance(text, PlacedText) for cond in grid for text in cond if text)
+    assert (run / "samples" / "step_0000002.png").exists()
     from ddpmlab.runs import open_run
     from ddpmlab.runs.conditions import sample_labels
 

@@ -45,7 +45,8 @@ __all__ = [
 
 RENDER_WIDTH, RENDER_HEIGHT = 160, 60  # ImageCaptcha's own size, which its font sizes suit
 RENDER_FONT_SIZES = (42, 50, 56)
-_INK_LEVEL = 96  # a character image's pixel is ink where the paste mask (1.97 x grey level) exceeds this
+_INK_SHARE = 0.5  # a character's ink: where its paste mask reaches this share of the mask's peak
+_MASK_LEVELS = [min(255, int(i * 1.97)) for i in range(256)]  # ImageCaptcha's grey -> paste mask table
 
 
 class SeededEntropy(random.Random):
@@ -167,8 +168,7 @@ def _layout_class(module: Any) -> type:
             character = super()._draw_character(c, draw, color)  # every random draw as in a real render
             ink = None
             if not c.isspace():
-                box = character.convert("L").point(lambda v: 255 if v * 1.97 > _INK_LEVEL else 0).getbbox()
-                ink = (box[0], box[2]) if box else (0, character.size[0])
+                ink = _ink_columns(character.convert("L").point(getattr(self, "lookup_table", _MASK_LEVELS)))
             self.pieces.append((c, character.size[0], ink))
             marker = Image.new("RGBA", character.size, (0, 0, 0, 0))
             if ink is not None:
@@ -191,6 +191,15 @@ def _layout_class(module: Any) -> type:
             return image
 
     return LayoutCaptcha
+
+
+def _ink_columns(mask: Image.Image) -> tuple[int, int]:
+    """(first, last + 1) column of a character's ink in its paste mask: where the mask reaches half its
+    own peak, so that a faint character (its colour is random) is measured like a dark one; the whole
+    image for a character without ink."""
+    peak = mask.getextrema()[1]
+    box = mask.point(lambda v: 255 if v >= _INK_SHARE * peak else 0).getbbox() if peak else None
+    return (box[0], box[2]) if box else (0, mask.size[0])
 
 
 def _decode_centres(
