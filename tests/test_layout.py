@@ -242,6 +242,12 @@ def test_a_layout_run_trains_on_placed_strings_and_samples_with_placed_strings(t
     labels = sample_labels(open_run(run), 4, ["ab", "ba"], seed=3)
     assert labels == ["ab", "ba", "ab", "ba"] and all(isinstance(text, PlacedText) for text in labels)
     assert [text.centres for text in labels] == [t.centres for t in place_texts(labels, seed=3, height=16)]
+    # the real images evaluation reads are the same images without layouts (only their strings are kept)
+    from ddpmlab.runs.evaluate import real_data
+
+    monkeypatch.setattr(CaptchaDataset, "placed_text", lambda self, index: pytest.fail("layout computed"))
+    real = real_data(open_run(run), limit=8)
+    assert len(real.images) == 8 and not any(isinstance(text, PlacedText) for text in real.labels)
     seen.clear()
     out = tmp_path / "grid.png"
     assert main(["sample", "--run", str(run), "--text", "ab,ba", "--num", "4", "--out", str(out)]) == 0

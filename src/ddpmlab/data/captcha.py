@@ -262,7 +262,7 @@ class CaptchaDataset(_TextImageDataset):
         self._setup(texts, charset, length, channels, height, width)
         self.cache = bool(cache)
         self._pixels: torch.Tensor | None = None
-        self._centres: torch.Tensor | None = None  # [N, length] with layout and cache
+        self._placed: list[PlacedText | None] | None = None  # with layout and cache: each item's label
         self._rendered: torch.Tensor | None = None
         self._generator: Any = None
         self._layout_generator: Any = None
@@ -299,18 +299,15 @@ class CaptchaDataset(_TextImageDataset):
             self._pixels = torch.zeros((len(self), *self.shape), dtype=torch.uint8)
             self._rendered = torch.zeros(len(self), dtype=torch.bool)
             if self.layout:
-                self._centres = torch.zeros((len(self), self.text_length), dtype=torch.float64)
+                self._placed = [None] * len(self)
         if not self._rendered[index]:
             image = self.render(index).convert("RGB" if self.channels == 3 else "L")
             self._pixels[index] = TF.pil_to_tensor(image)
-            if self._centres is not None:
-                centres = torch.tensor(self.placed_text(index).centres, dtype=torch.float64)
-                self._centres[index, : len(centres)] = centres
+            if self._placed is not None:
+                self._placed[index] = self.placed_text(index)
             self._rendered[index] = True
-        text = self.texts[index]
-        if self._centres is not None:
-            text = PlacedText(text, self._centres[index, : len(text)].tolist())
-        return self._finish(self._pixels[index], index), text
+        label = self.texts[index] if self._placed is None else self._placed[index]
+        return self._finish(self._pixels[index], index), label
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -126,12 +126,9 @@ def render_captcha(
 
     ``generator`` is an ``ImageCaptcha`` to reuse (it caches its fonts); by default a new one.
     """
-    entropy = SeededEntropy()
-    entropy.setstate(rng.getstate())
-    with seeded_captcha(entropy) as module:
-        if generator is None:
-            generator = image_captcha(module, height)
-        image = generator.generate_image(text)
+    if generator is None:
+        generator = image_captcha(captcha_module(), height)
+    image, entropy = _generate(text, rng, generator)
     rng.setstate(entropy.getstate())  # the caller's generator moves on as if it had drawn directly
     image = image.convert("RGB")
     if image.size != (width, height):
@@ -148,13 +145,20 @@ def character_centres(text: str, rng: random.Random, height: int = 32, generator
     Raises DataError when the package draws differently from what the layout pass expects (a marker
     missing).
     """
+    if generator is None:
+        generator = image_captcha(captcha_module(), height, canvas=layout_canvas(len(text)))
+    _generate(text, rng, generator)
+    return generator.centres
+
+
+def _generate(text: str, rng: random.Random, generator: Any) -> tuple[Image.Image, SeededEntropy]:
+    """``generator.generate_image(text)`` (an ``ImageCaptcha``) with every random draw taken from a copy of
+    ``rng``'s state; the image and the copy, moved on past the draws (``rng`` itself is untouched)."""
     entropy = SeededEntropy()
     entropy.setstate(rng.getstate())
-    with seeded_captcha(entropy) as module:
-        if generator is None:
-            generator = image_captcha(module, height, canvas=layout_canvas(len(text)))
-        generator.generate_image(text)
-    return generator.centres
+    with seeded_captcha(entropy):
+        image = generator.generate_image(text)
+    return image, entropy
 
 
 def _layout_class(module: Any) -> type:

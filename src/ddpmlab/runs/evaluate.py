@@ -72,8 +72,12 @@ class RealData:
 
 def real_data(run: Run, limit: int = 10_000, seed: int = 0) -> RealData:
     """Up to ``limit`` images of the run's training data (a seeded choice when there are more), read
-    without augmentation. Raises RunError when the data cannot be read (with the reason)."""
-    config = run.config.with_overrides(["data.hflip=false"]) if run.config.data.hflip else run.config
+    without augmentation, and without glyph layouts (``data.layout``: the same images; only the strings
+    are kept). Raises RunError when the data cannot be read (with the reason)."""
+    overrides = ["data.hflip=false"] if run.config.data.hflip else []
+    if run.config.data.options.get("layout"):
+        overrides.append("data.layout=false")
+    config = run.config.with_overrides(overrides) if overrides else run.config
     try:
         dataset = build_data(config.data, 1, seed)[1].dataset
     except ValueError as error:
