@@ -160,9 +160,11 @@ show(plot_loss_curve(read_metrics(run_dir), Path(tempfile.mkdtemp()) / "loss.png
 # ## 4. Asking for `fngff` and `gnfcd`
 #
 # `plan_conditions(run, texts="fngff,gnfcd")` checks the strings against the model's charset and
-# length and lays them out, 8 samples per string, one grid row each (what `ddpmlab sample --text
-# fngff,gnfcd` does). The samples use classifier-free guidance $w = 3$ (notebook 4) and the config's
-# DDIM sampler. For each string: the real renders of section 1, then the model's samples.
+# length and repeats them, 8 samples per string, one grid row each (what `ddpmlab sample --text
+# fngff,gnfcd` does); `sample_images` then lays each one out where the renderer would put its
+# characters (one layout per sample, `ddpmlab.data.place_texts`) and samples with the config's DDIM
+# sampler and classifier-free guidance $w = 1.5$ (`sample.guidance`; notebook 4 explains $w$). For each
+# string: the real renders of section 1, then the model's samples.
 
 # %%
 from ddpmlab.runs import make_run_sampler, open_run, plan_conditions, sample_images
@@ -170,13 +172,13 @@ from ddpmlab.runs import make_run_sampler, open_run, plan_conditions, sample_ima
 run = open_run(run_dir)
 sampler = make_run_sampler(run)
 plan = plan_conditions(run, texts=",".join(WORDS))
-samples, asked = sample_images(run, plan.num, sampler, guidance=3.0, labels=plan.labels, seed=0)
+samples, asked = sample_images(run, plan.num, sampler, labels=plan.labels, seed=0)  # w: sample.guidance
 print(f"{plan.num} samples in {plan.rows} rows, asked for: {sorted(set(map(str, asked)))}; {sampler}")
 print("the first sample's condition:", repr(asked[0]))
 rows, names = [], []
 for index, word in enumerate(WORDS):
     rows += [real[word], samples[index * 8 : (index + 1) * 8]]
-    names += [f"{word}: real", f"{word}: w = 3"]
+    names += [f"{word}: real", f"{word}: w = {run.config.sample.guidance}"]
 fig, ax = plt.subplots(figsize=(14, 1.2 * len(rows)))
 ax.imshow(grid_image(torch.cat(rows), rows=len(rows))[..., 0], cmap="gray")
 ax.set_yticks([2 + 34 * index + 16 for index in range(len(rows))], names)  # rows of 32 pixels + gaps of 2
@@ -188,14 +190,15 @@ show(fig)
 #
 # Does a sample say `fngff`? `ddpmlab evaluate --features reader:RUN` answers with a captcha reader
 # trained on real renders only (the README's captcha section); here your eyes are the reader. To read
-# without being led by the answer, the next cell samples one captcha for each of 10 random strings the
-# model never saw, and hides the strings. Write down what you read, then run the cell after it.
+# without being led by the answer, the next cell samples one captcha for each of 10 random strings
+# (drawn afresh, so almost surely not among the model's 10,000 training strings; `evaluate` checks
+# that) and hides the strings. Write down what you read, then run the cell after it.
 
 # %%
 from ddpmlab.data.captcha import random_texts
 
 secret = random_texts(10, run.text_encoder.charset, run.text_encoder.length, seed=123)
-unseen, _ = sample_images(run, 10, sampler, guidance=3.0, labels=secret, seed=1)
+unseen, _ = sample_images(run, 10, sampler, labels=secret, seed=1)
 fig, ax = plt.subplots(figsize=(14, 2.4))
 ax.imshow(grid_image(unseen, rows=2)[..., 0], cmap="gray")
 ax.set(title="read these: 10 samples of random strings", xticks=[], yticks=[])
@@ -207,9 +210,12 @@ for index, text in enumerate(secret):
 
 # %% [markdown]
 # After the full 30 minutes the captcha reader reads about 94% of 500 such strings exactly at the
-# config's w = 1.5 (the README's captcha section and `benchmarks/results/captcha_readback.md`); with the
-# glyphs in equal slots instead of where the characters stand (`data.layout=false`) it was 66-75%, most
-# misreadings a character drawn once too few or too many times. This font's `g` and `8` look alike.
+# config's w = 1.5, the $w$ used here (the README's captcha section and
+# `benchmarks/results/captcha_readback.md`); with the glyphs in equal slots instead of where the
+# characters stand (`data.layout=false`) it was 66-75%, most misreadings a character drawn once too few
+# or too many times. This font's `g` and `8` look alike.
 #
-# Try: $w = 1$ and $w = 7$ in section 4; `train.minutes=60` (with `resume`, the run continues); a
-# string with a character the model does not know (`plan_conditions` refuses it before sampling).
+# Try: `guidance=1.0` and `guidance=5.0` in section 4's `sample_images` (less and more guidance: at 5
+# more strings read, the samples further from real renders); `train.minutes=60` (with `resume`, the run
+# continues); a string with a character the model does not know (`plan_conditions` refuses it before
+# sampling).

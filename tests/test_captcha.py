@@ -279,6 +279,10 @@ def test_sample_with_text_to_npz_grid_and_zip(text_run, tmp_path):
     assert main(["export", "--run", str(text_run), "--text", "ba", "--num", "2", "--zip", str(archive)]) == 0
     with zipfile.ZipFile(archive) as z:
         assert sorted(z.namelist()) == ["000_ba.png", "001_ba.png"]
+    default_zip = tmp_path / "default.zip"  # --text without --num: 8 per string here too, not export's 64
+    assert main(["export", "--run", str(text_run), "--text", "ba", "--zip", str(default_zip)]) == 0
+    with zipfile.ZipFile(default_zip) as z:
+        assert sorted(z.namelist()) == [f"{i:03d}_ba.png" for i in range(8)]
 
 
 def test_sample_without_text_draws_random_strings_from_the_seed(text_run, tmp_path):

@@ -65,6 +65,7 @@ def test_evaluate_samples_a_run_and_writes_every_number(runs, tmp_path, capsys):
     for key in ("fd", "fd_floor", "kid", "kid_floor", "precision", "recall", "class_accuracy"):
         assert np.isfinite(result[key]), key
     assert set(result["memorisation"]) == {"features", "pixels"}
+    assert result["guidance"] == 3.0  # no --guidance: the w of configs/mnist5k.yaml's sample section
 
 
 def test_real_digits_score_like_real_digits_and_copies_are_caught(runs, tmp_path, capsys):

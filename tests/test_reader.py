@@ -263,12 +263,13 @@ def test_a_reader_refuses_runs_it_cannot_read_and_is_not_a_denoiser(runs, capsys
 def test_evaluate_reads_samples_of_unseen_strings_of_a_text_run(runs, tmp_path, capsys):
     out = tmp_path / "e.json"
     code = main(["evaluate", "--run", str(runs / "text"), "--features", f"reader:{runs / 'reader'}",
-                 "--num", "10", "--real-num", "40", "--out", str(out)])
+                 "--num", "10", "--real-num", "40", "--guidance", "2", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "FD_reader" in printed and "KID_reader" in printed and "read exactly" in printed
     result = json.loads(out.read_text())
     assert result["fd_label"] == "FD_reader" and result["n"] == 10 and result["read_floor_n"] == 10
+    assert result["guidance"] == 2.0 and "classifier" not in result  # the w the samples used, recorded
     for key in ("read_exact", "read_chars", "read_exact_floor", "read_chars_floor", "fd", "kid"):
         assert 0 <= result[key] < float("inf"), key
     assert result["reader_heldout"]["n"] == 12

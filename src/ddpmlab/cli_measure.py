@@ -67,12 +67,25 @@ def evaluate(args) -> int:
         images, what = to_uint8(samples), repr(sampler)
     result = evaluate_images(images, labels, real, network, args.seed, args.pairs)
     result.update(run=str(run.run_dir), step=run.step, samples=what)
+    if not args.samples:
+        result.update(_guidance_settings(args, run, classifier, scale))
     print(format_evaluation(result))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
+
+
+def _guidance_settings(args, run, classifier, scale) -> dict:
+    """What steered the samples, for the JSON: the classifier-free guidance scale w the samples used
+    (None for an unconditional run) and the classifier with its scale, when one guided them."""
+    settings: dict = {"guidance": None}
+    if run.conditional:
+        settings["guidance"] = run.config.sample.guidance if args.guidance is None else args.guidance
+    if classifier is not None:
+        settings.update(classifier=str(classifier.run_dir), classifier_scale=scale)
+    return settings
 
 
 def _numbers(text: str, kind, option: str) -> list:

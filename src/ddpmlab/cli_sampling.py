@@ -45,7 +45,9 @@ def sampling_request(args, default_num: int | None = None, animation: bool = Fal
     if args.eta is not None and sampler_name != "ddim":
         raise UsageError(f"--eta applies to the ddim sampler; this request uses {sampler_name}")
     classifier = open_classifier_arg(args, run)
-    plan = plan_conditions(run, args.num or default_num, args.labels, args.text, classifier, animation)
+    # --text without --num: one row of TEXT_PER_ROW per string in every command, not its default_num
+    num = args.num if args.num or args.text else default_num
+    plan = plan_conditions(run, num, args.labels, args.text, classifier, animation)
     sampler = make_run_sampler(run, args.sampler, args.steps, args.eta)
     scale = 1.0 if args.classifier_scale is None else args.classifier_scale
     return run, plan, sampler, classifier, scale

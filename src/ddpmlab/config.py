@@ -246,7 +246,8 @@ class TrainConfig:
             _check_choice("train", "eval_sampler", self.eval_sampler, tuple(SAMPLERS))
         if self.eval_every and not self.eval_features:
             raise ConfigError(
-                f"train.eval_every={self.eval_every} needs train.eval_features (judge:RUN or inception)"
+                f"train.eval_every={self.eval_every} needs train.eval_features "
+                "(judge:RUN, reader:RUN or inception)"
             )
 
 

@@ -7,7 +7,7 @@ sample`` draws them: the ``sample`` section's sampler, steps and guidance (``tra
 ``sample.seed``, so that every evaluation starts from the same noise and the curve compares like with
 like. They are measured as ``ddpmlab evaluate`` measures them (:func:`evaluate_images`, without the
 memorisation report) against up to ``eval_real_num`` real images of the run's data, in the features
-``eval_features`` names (``judge:RUN``, ``inception[:WEIGHTS]``: anything
+``eval_features`` names (``judge:RUN``, ``reader:RUN``, ``inception[:WEIGHTS]``: anything
 :func:`load_feature_network` opens). Logged as ``eval/<metric>`` (:data:`METRICS`), each beside its
 real-vs-real floor, and ``eval/seconds``. The final line equals ``ddpmlab evaluate --run RUN --num
 eval_num --features F --real-num eval_real_num --seed sample.seed`` (with the same sampler and steps)
