@@ -248,6 +248,14 @@ def test_a_layout_run_trains_on_placed_strings_and_samples_with_placed_strings(t
     monkeypatch.setattr(CaptchaDataset, "placed_text", lambda self, index: pytest.fail("layout computed"))
     real = real_data(open_run(run), limit=8)
     assert len(real.images) == 8 and not any(isinstance(text, PlacedText) for text in real.labels)
+    # so `compare` reads them once for a layout run and a slots run of the same data
+    from ddpmlab.runs.compare import dataset_key
+
+    slots = open_run(run)
+    slots.config.data.options["layout"] = False
+    assert dataset_key(slots) == dataset_key(open_run(run))
+    slots.config.data.options["length"] = 3
+    assert dataset_key(slots) != dataset_key(open_run(run))
     seen.clear()
     out = tmp_path / "grid.png"
     assert main(["sample", "--run", str(run), "--text", "ab,ba", "--num", "4", "--out", str(out)]) == 0

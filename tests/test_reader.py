@@ -314,3 +314,27 @@ def test_training_with_a_reader_logs_reading_accuracy_every_evaluation(runs, tmp
         for key in ("read_exact", "read_chars", "read_exact_floor", "read_chars_floor"):
             assert 0 <= record[f"eval/{key}"] <= 1, key
         assert "eval/class_accuracy" not in record  # a reader predicts no classes
+
+
+def test_compare_reads_text_entries_back_on_the_same_unseen_strings(runs, tmp_path, capsys):
+    """Text runs in `ddpmlab compare` ask what `ddpmlab evaluate` asks (random strings the run did not
+    train on, the same for every entry) and get the reader's numbers, equal to evaluate's."""
+    out, single = tmp_path / "report", tmp_path / "e.json"
+    code = main(["compare", str(runs / "text"), f"{runs / 'text'},guidance=3", "--features",
+                 f"reader:{runs / 'reader'}", "--num", "10", "--real-num", "40", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    found = json.loads((out / "report.json").read_text())
+    first, guided = found["entries"]
+    assert "read exact" in printed and f"{guided['result']['read_exact']:.3f}" in printed
+    stored = [np.load(out / entry["samples"])["labels"].tolist() for entry in found["entries"]]
+    training = set(CaptchaDataset(num_items=16, charset="abcdefgh", length=3, seed=0, cache=False).texts)
+    assert stored[0] == stored[1] and len(stored[0]) == 10 and not set(stored[0]) & training
+    assert first["labels"] == "random strings the run did not train on"
+    assert "read exactly" in (out / "report.md").read_text()
+    # the guided entry's numbers are those of `ddpmlab evaluate` with the same seed, strings and w
+    assert main(["evaluate", "--run", str(runs / "text"), "--features", f"reader:{runs / 'reader'}", "--num",
+                 "10", "--real-num", "40", "--guidance", "3", "--out", str(single)]) == 0
+    expected = json.loads(single.read_text())
+    for key in ("read_exact", "read_chars", "read_exact_floor", "read_chars_floor", "fd", "fd_floor"):
+        assert guided["result"][key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key

@@ -165,15 +165,17 @@ def compare(args) -> int:
     comparison = compare_entries(entries, network, args.num, args.seed, args.real_num, progress=True)
     paths = write_compare_report(comparison, args.out, _compare_command(args))
     label = comparison.context["fd_label"]
-    header = f"{'precision':>9} {'recall':>7} {'class acc':>9} {'s/image':>8}"
+    reads = any("read_exact" in row["result"] for row in comparison.rows)  # text runs and a reader
+    key, title = ("read_exact", "read exact") if reads else ("class_accuracy", "class acc")
+    header = f"{'precision':>9} {'recall':>7} {title:>10} {'s/image':>8}"
     print(f"{'entry':<40} {label:>10} {'floor':>8} {header}")
     for row in comparison.rows:
         result = row["result"]
-        accuracy = result.get("class_accuracy")
+        accuracy = result.get(key)
         print(
             f"{row['label'][:40]:<40} {result['fd']:>10.4g} {result['fd_floor']:>8.3g} "
             f"{result['precision']:>9.3f} {result['recall']:>7.3f} "
-            f"{'n/a' if accuracy is None else f'{accuracy:.3f}':>9} {row['seconds_per_image']:>8.3g}"
+            f"{'n/a' if accuracy is None else f'{accuracy:.3f}':>10} {row['seconds_per_image']:>8.3g}"
         )
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0

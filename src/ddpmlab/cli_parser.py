@@ -301,7 +301,7 @@ def _add_compare_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("entries", nargs="+", metavar="ENTRY", help="RUN[,key=value,...] (see below)")
-    p.add_argument("--features", required=True, help="judge:RUN or inception[:WEIGHTS]")
+    p.add_argument("--features", required=True, help=FEATURES_HELP)
     p.add_argument("--num", type=int, default=1000, help="samples per entry (default 1000)")
     p.add_argument("--out", required=True, help="the report folder (created; files in it are replaced)")
     p.add_argument("--real-num", type=int, default=10_000, help="real images to read at most (default 10000)")

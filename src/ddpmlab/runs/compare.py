@@ -11,7 +11,9 @@ applies to conditional runs, ``classifier`` (classifier guidance) to uncondition
 
 Every entry is sampled with the same seed, so sample i starts from the same noise in every entry, and
 with the same requested labels: classes 0, 1, ..., C-1 in turn for class-conditional runs and for
-classifier guidance, none for unconditional runs (text runs: random strings fixed by the seed). Each
+classifier guidance, none for unconditional runs; for text runs, random strings fixed by the seed that
+are not among the run's training strings (:func:`~ddpmlab.runs.conditions.unseen_texts`, the same for
+every entry of the same data), which a reader's features (``reader:RUN``) also read back. Each
 entry is measured against its run's real data with :func:`ddpmlab.runs.evaluate.evaluate_images`; the
 real set and its features are read once per distinct dataset. With a feature network that predicts
 classes (a judge), every entry also gets the histogram of predicted classes and how evenly it covers
@@ -34,6 +36,7 @@ import torch
 from ddpmlab.data.base import to_uint8
 from ddpmlab.metrics import class_coverage, extract_features
 from ddpmlab.plain import did_you_mean
+from ddpmlab.runs.conditions import unseen_texts
 from ddpmlab.runs.evaluate import RealData, evaluate_images, real_data
 from ddpmlab.runs.guided import check_classifier
 from ddpmlab.runs.rundir import (
@@ -72,7 +75,7 @@ ENTRY_SETTINGS: dict[str, type] = {
     "classifier": str,
     "classifier_scale": float,
 }
-NOT_THE_IMAGES = ("info", "hflip", "num_workers", "download", "conditional")  # keys of the data section
+NOT_THE_IMAGES = ("info", "hflip", "num_workers", "download", "conditional", "layout")  # data keys
 MIN_REFERENCE = 4  # compare_features holds N real vectors out and needs more than k = 3 left over
 
 
@@ -315,8 +318,13 @@ def _measure(entry: Entry, reals: dict, network: Any, num: int, seed: int, progr
     """Sample one entry, time it, measure it; a JSON-ready row with the images under ``images``. One
     seed block is sampled first, untimed, so that no entry pays for the first call's set-up."""
 
+    real, features = reals[dataset_key(entry.run)]
+    asked: Any = entry.labels
+    if entry.run.text_encoder is not None and real.texts is not None:  # as `ddpmlab evaluate` asks
+        asked = unseen_texts(entry.run, num, real.texts, seed)
+
     def draw(count: int) -> tuple[torch.Tensor, Any]:
-        labels = None if entry.labels is None else entry.labels[:count]
+        labels = None if asked is None else asked[:count]
         return sample_run(
             entry.run, count, entry.sampler, entry.spec.guidance, labels, seed,
             progress=progress and count == num, classifier=entry.classifier,
@@ -328,8 +336,7 @@ def _measure(entry: Entry, reals: dict, network: Any, num: int, seed: int, progr
     samples, used = draw(num)
     seconds = time.perf_counter() - started
     images = to_uint8(samples)
-    labels = used if torch.is_tensor(used) else None
-    real, features = reals[dataset_key(entry.run)]
+    labels = used if torch.is_tensor(used) or isinstance(asked, list) else None
     result = evaluate_images(images, labels, real, network, seed, real_features=features)
     result.update(_coverage(images, real, network, seed))
     evaluations = network_evaluations(entry.sampler, entry.guidance, entry.run.conditional)
@@ -343,7 +350,7 @@ def _measure(entry: Entry, reals: dict, network: Any, num: int, seed: int, progr
         "nfe": evaluations,
         "classifier_gradients": evaluations if entry.classifier is not None else 0,
         "seconds_per_image": seconds / num,
-        "labels": f"classes 0..{entry.num_classes - 1} in turn" if entry.num_classes else None,
+        "labels": _labels_used(entry, asked),
         "result": result,
         "images": images,
         "sample_labels": used,
@@ -356,6 +363,12 @@ def _measure(entry: Entry, reals: dict, network: Any, num: int, seed: int, progr
             "parameters": sum(p.numel() for p in entry.classifier.model.parameters()),
         }
     return row
+
+
+def _labels_used(entry: Entry, asked: Any) -> str | None:
+    if entry.num_classes:
+        return f"classes 0..{entry.num_classes - 1} in turn"
+    return "random strings the run did not train on" if isinstance(asked, list) else None
 
 
 def training_summary(run: Run) -> dict[str, Any]:

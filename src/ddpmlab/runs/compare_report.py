@@ -100,6 +100,11 @@ def _metric_table(rows: list[dict[str, Any]]) -> list[tuple[str, Any, Any]]:
         metrics.append(
             ("class accuracy", lambda r: r.get("class_accuracy"), lambda r: r.get("class_accuracy_floor"))
         )
+    if any("read_exact" in row["result"] for row in rows):  # text runs read by a reader
+        metrics += [
+            ("read exactly", lambda r: r.get("read_exact"), lambda r: r.get("read_exact_floor")),
+            ("read per character", lambda r: r.get("read_chars"), lambda r: r.get("read_chars_floor")),
+        ]
     covered = [row["result"]["class_coverage"] for row in rows if "class_coverage" in row["result"]]
     if covered:
         classes = len(covered[0]["class_histogram"])
