@@ -287,6 +287,7 @@ def test_evaluate_reads_stored_text_samples_and_real_renders_read_like_the_floor
                  f"reader:{runs / 'reader'}", "--real-num", "40", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["n"] == 6 and "read_exact" in result
+    assert "guidance" not in result  # stored samples: what steered them is not known here
     assert {pair[0] for pair in result["misread"]} <= {"abc", "hgf"}
     # The run's own real renders as samples: read exactly as well as the floor's first N of them.
     from ddpmlab.runs import open_run
@@ -338,3 +339,15 @@ def test_compare_reads_text_entries_back_on_the_same_unseen_strings(runs, tmp_pa
     expected = json.loads(single.read_text())
     for key in ("read_exact", "read_chars", "read_exact_floor", "read_chars_floor", "fd", "fd_floor"):
         assert guided["result"][key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
+
+
+def test_compare_refuses_a_reader_that_cannot_read_an_entry_before_sampling(runs, tmp_path, capsys, monkeypatch):
+    import ddpmlab.runs.compare as compare_module
+
+    monkeypatch.setattr(compare_module, "sample_run", lambda *a, **k: pytest.fail("sampling started"))
+    out = tmp_path / "report"
+    code = main(["compare", str(runs / "text"), str(runs / "wide"), "--features", f"reader:{runs / 'reader'}",
+                 "--num", "4", "--real-num", "40", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("ddpmlab: error:") and "16x48" in err and len(err.splitlines()) == 1
+    assert not out.exists()

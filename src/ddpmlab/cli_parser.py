@@ -199,7 +199,7 @@ def _add_sampling_parsers(sub) -> None:
         "--diffusers DIR, write the run (EMA weights) as a folder that diffusers' "
         "DDPMPipeline.from_pretrained(DIR) loads.",
     )
-    _add_sampling_options(p, "default 64")
+    _add_sampling_options(p, "default 64; with --text, 8 per string")
     p.add_argument("--format", default="png", choices=["png", "jpg"], help="image file format (default png)")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--zip", help="the archive to write, e.g. HW2_123456789.zip")
@@ -219,7 +219,7 @@ def _add_sampling_parsers(sub) -> None:
         "the run did not train on, unless --text), and memorisation, each beside what real images "
         "score at the same N.",
     )
-    _add_sampling_options(p, "default 1000")
+    _add_sampling_options(p, "default 1000; with --text, 8 per string")
     p.add_argument("--features", required=True, help=FEATURES_HELP)
     p.add_argument("--samples", help="an .npz of `ddpmlab sample` to measure instead of sampling")
     p.add_argument("--real-num", type=int, default=10_000, help="real images to read at most (default 10000)")
@@ -278,7 +278,8 @@ An ENTRY is a run directory, optionally followed by comma-separated settings (no
 Settings left out take the run's sample section. guidance (classifier-free) applies to conditional runs,
 classifier (classifier guidance, a run of `ddpmlab train-classifier`) to unconditional ones; label names
 the entry's column. Every entry is sampled with the same --seed and, when it takes labels (conditional
-runs, classifier guidance), the classes 0, 1, ..., C-1 in turn.
+runs, classifier guidance), the classes 0, 1, ..., C-1 in turn; text runs (captchas) ask for random
+strings they did not train on, the same for runs of the same data, read back with --features reader:RUN.
 
 examples:
   ddpmlab compare runs/mnist5k runs/mnist5k_uncond --features judge:runs/mnist5k_judge --out report/
@@ -294,7 +295,8 @@ def _add_compare_parser(sub) -> None:
         help="runs (or sampling settings) side by side: sample grids, metrics with floors, training curves",
         description="Sample every ENTRY with the same seed and labels, measure each against its run's real "
         "data as `ddpmlab evaluate` does (every metric beside its real-vs-real floor; with a judge, also the "
-        "histogram of predicted classes), and write one report into --out: report.md, index.html (a static "
+        "histogram of predicted classes; with a reader, the strings read back), and write one report into "
+        "--out: report.md, index.html (a static "
         "page, the sample grids above the numbers), report.json, a grid and the samples (.npz) per entry, "
         "the runs' training curves, their training budget, size and differing config keys.",
         epilog=COMPARE_EPILOG,

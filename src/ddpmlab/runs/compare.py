@@ -37,7 +37,7 @@ from ddpmlab.data.base import to_uint8
 from ddpmlab.metrics import class_coverage, extract_features
 from ddpmlab.plain import did_you_mean
 from ddpmlab.runs.conditions import unseen_texts
-from ddpmlab.runs.evaluate import RealData, evaluate_images, real_data
+from ddpmlab.runs.evaluate import RealData, check_network, evaluate_images, real_data
 from ddpmlab.runs.guided import check_classifier
 from ddpmlab.runs.rundir import (
     CHECKPOINT,
@@ -314,14 +314,22 @@ def _coverage(images: torch.Tensor, real: RealData, network: Any, seed: int) -> 
     }
 
 
-def _measure(entry: Entry, reals: dict, network: Any, num: int, seed: int, progress: bool) -> dict[str, Any]:
-    """Sample one entry, time it, measure it; a JSON-ready row with the images under ``images``. One
-    seed block is sampled first, untimed, so that no entry pays for the first call's set-up."""
+def _asked(entry: Entry, reals: dict, num: int, seed: int) -> Any:
+    """What an entry asks for: its labels (classes in turn, or None); for a text run the ``num`` random
+    strings it did not train on, as ``ddpmlab evaluate`` asks (the same for entries of the same data)."""
+    if entry.run.text_encoder is None:
+        return entry.labels
+    real = reals[dataset_key(entry.run)][0]
+    return unseen_texts(entry.run, num, real.texts or frozenset(), seed)
 
+
+def _measure(
+    entry: Entry, asked: Any, reals: dict, network: Any, num: int, seed: int, progress: bool
+) -> dict[str, Any]:
+    """Sample one entry asking for ``asked``, time it, measure it; a JSON-ready row with the images
+    under ``images``. One seed block is sampled first, untimed, so that no entry pays for the first
+    call's set-up."""
     real, features = reals[dataset_key(entry.run)]
-    asked: Any = entry.labels
-    if entry.run.text_encoder is not None and real.texts is not None:  # as `ddpmlab evaluate` asks
-        asked = unseen_texts(entry.run, num, real.texts, seed)
 
     def draw(count: int) -> tuple[torch.Tensor, Any]:
         labels = None if asked is None else asked[:count]
@@ -336,7 +344,7 @@ def _measure(entry: Entry, reals: dict, network: Any, num: int, seed: int, progr
     samples, used = draw(num)
     seconds = time.perf_counter() - started
     images = to_uint8(samples)
-    labels = used if torch.is_tensor(used) or isinstance(asked, list) else None
+    labels = used if torch.is_tensor(used) or entry.run.text_encoder is not None else None
     result = evaluate_images(images, labels, real, network, seed, real_features=features)
     result.update(_coverage(images, real, network, seed))
     evaluations = network_evaluations(entry.sampler, entry.guidance, entry.run.conditional)
@@ -350,7 +358,7 @@ def _measure(entry: Entry, reals: dict, network: Any, num: int, seed: int, progr
         "nfe": evaluations,
         "classifier_gradients": evaluations if entry.classifier is not None else 0,
         "seconds_per_image": seconds / num,
-        "labels": _labels_used(entry, asked),
+        "labels": _labels_used(entry),
         "result": result,
         "images": images,
         "sample_labels": used,
@@ -365,10 +373,10 @@ def _measure(entry: Entry, reals: dict, network: Any, num: int, seed: int, progr
     return row
 
 
-def _labels_used(entry: Entry, asked: Any) -> str | None:
+def _labels_used(entry: Entry) -> str | None:
     if entry.num_classes:
         return f"classes 0..{entry.num_classes - 1} in turn"
-    return "random strings the run did not train on" if isinstance(asked, list) else None
+    return "random strings the run did not train on" if entry.run.text_encoder is not None else None
 
 
 def training_summary(run: Run) -> dict[str, Any]:
@@ -452,10 +460,15 @@ def compare_entries(
     dataset, before anything is sampled).
 
     Raises:
-        RunError: a real set too small for N (N real images are held out for the floors).
+        RunError: a real set too small for N (N real images are held out for the floors), or too few
+            strings a text run did not train on; ValueError: a network that cannot measure a run (a
+            reader of other strings or images). All before anything is sampled.
     """
+    for entry in entries:
+        check_network(network, entry.run)
     reals = _real_sets(entries, network, num, real_num, seed)
-    rows = [_measure(entry, reals, network, num, seed, progress) for entry in entries]
+    asked = [_asked(entry, reals, num, seed) for entry in entries]  # all drawn before any sampling
+    rows = [_measure(e, wanted, reals, network, num, seed, progress) for e, wanted in zip(entries, asked)]
     runs = _distinct_runs(entries)
     curves = {str(run.run_dir): read_metrics(run.run_dir) for run in runs}
     curves = {name: records for name, records in curves.items() if any("loss" in r for r in records)}
