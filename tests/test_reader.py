@@ -341,7 +341,9 @@ def test_compare_reads_text_entries_back_on_the_same_unseen_strings(runs, tmp_pa
         assert guided["result"][key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
 
 
-def test_compare_refuses_a_reader_that_cannot_read_an_entry_before_sampling(runs, tmp_path, capsys, monkeypatch):
+def test_compare_refuses_a_reader_that_cannot_read_an_entry_before_sampling(
+    runs, tmp_path, capsys, monkeypatch
+):
     import ddpmlab.runs.compare as compare_module
 
     monkeypatch.setattr(compare_module, "sample_run", lambda *a, **k: pytest.fail("sampling started"))
