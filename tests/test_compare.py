@@ -156,6 +156,8 @@ def test_the_report_holds_every_file_and_entry(report):
     assert found["command"].startswith("ddpmlab compare ") and "--num 20" in found["command"]
     assert "torch" in found["versions"] and found["context"]["fd_label"] == "FD_judge"
     assert len(found["context"]["real_sets"]) == 1  # one dataset: its real images are read once
+    # the w each entry sampled with: the run's sample.guidance (3), as given (1), none when unconditional
+    assert [e["sampling"].get("guidance") for e in found["entries"]] == [3.0, 1.0, None, None]
     nfe = [(e["nfe"], e["classifier_gradients"]) for e in found["entries"]]
     assert nfe == [(6, 0), (4, 0), (3, 3), (3, 0)]  # CFG w = 3 doubles; w = 1 does not
     for entry in found["entries"]:

@@ -80,9 +80,9 @@ def evaluate(args) -> int:
 def _guidance_settings(args, run, classifier, scale) -> dict:
     """What steered the samples, for the JSON: the classifier-free guidance scale w the samples used
     (None for an unconditional run) and the classifier with its scale, when one guided them."""
-    settings: dict = {"guidance": None}
-    if run.conditional:
-        settings["guidance"] = run.config.sample.guidance if args.guidance is None else args.guidance
+    from ddpmlab.runs import guidance_scale
+
+    settings: dict = {"guidance": guidance_scale(run, args.guidance)}
     if classifier is not None:
         settings.update(classifier=str(classifier.run_dir), classifier_scale=scale)
     return settings

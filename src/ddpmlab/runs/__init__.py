@@ -28,7 +28,7 @@ from ddpmlab.runs.conditions import (
     text_grid_labels,
 )
 from ddpmlab.runs.diffusers import export_diffusers, import_diffusers
-from ddpmlab.runs.guided import check_classifier, classifier_free, guided_denoiser
+from ddpmlab.runs.guided import check_classifier, classifier_free, guidance_scale, guided_denoiser
 from ddpmlab.runs.lock import RunLock
 from ddpmlab.runs.rundir import (
     CHECKPOINT,
@@ -87,6 +87,7 @@ __all__ = [
     "place_conditions",
     "plan_conditions",
     "classifier_free",
+    "guidance_scale",
     "guided_denoiser",
     "check_classifier",
     "make_run_sampler",

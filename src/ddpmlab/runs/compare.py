@@ -38,7 +38,7 @@ from ddpmlab.metrics import class_coverage, extract_features
 from ddpmlab.plain import did_you_mean
 from ddpmlab.runs.conditions import unseen_texts
 from ddpmlab.runs.evaluate import RealData, check_network, evaluate_images, real_data
-from ddpmlab.runs.guided import check_classifier
+from ddpmlab.runs.guided import check_classifier, guidance_scale
 from ddpmlab.runs.rundir import (
     CHECKPOINT,
     ClassifierRun,
@@ -258,9 +258,7 @@ def _open_entry(spec: EntrySpec, label: str, num: int, device: str) -> Entry:
     if run.conditional and run.text_encoder is None:
         classes = run.info.num_classes
     labels = torch.arange(num) % classes if classes else None
-    guidance = None
-    if run.conditional:
-        guidance = run.config.sample.guidance if spec.guidance is None else spec.guidance
+    guidance = guidance_scale(run, spec.guidance)
     return Entry(spec, label, run, name, sampler, guidance, classifier, labels, classes)
 
 

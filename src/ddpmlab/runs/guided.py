@@ -19,7 +19,7 @@ from ddpmlab.diffusion import GaussianDiffusion
 from ddpmlab.guidance import ClassifierFreeGuidance, ClassifierGuidance
 from ddpmlab.runs.rundir import ClassifierRun, Run, RunError
 
-__all__ = ["classifier_free", "guided_denoiser", "check_classifier"]
+__all__ = ["classifier_free", "guidance_scale", "guided_denoiser", "check_classifier"]
 
 
 def classifier_free(model: torch.nn.Module, scale: float) -> Any:
@@ -32,6 +32,14 @@ def classifier_free(model: torch.nn.Module, scale: float) -> Any:
     if encoder is None:
         raise RunError("this run's model has no condition encoder")
     return model if scale == 1.0 else ClassifierFreeGuidance(model, scale, encoder.null_condition)
+
+
+def guidance_scale(run: Run, guidance: float | None = None) -> float | None:
+    """The classifier-free guidance scale w a request for ``run`` samples with: ``guidance``, else the
+    run's ``sample.guidance``; None for an unconditional run (no classifier-free guidance)."""
+    if not run.conditional:
+        return None
+    return run.config.sample.guidance if guidance is None else guidance
 
 
 def guided_denoiser(
@@ -58,7 +66,7 @@ def guided_denoiser(
         raise RunError(f"--guidance must be a finite number, got {guidance}")
     model: Any = run.model
     if run.conditional:
-        model = classifier_free(run.model, run.config.sample.guidance if guidance is None else guidance)
+        model = classifier_free(run.model, guidance_scale(run, guidance))
     if classifier is not None:
         check_classifier(run, classifier, labels)
         model = ClassifierGuidance(

@@ -23,6 +23,7 @@ from typing import Any
 from ddpmlab.data.base import to_uint8
 from ddpmlab.metrics import extract_features
 from ddpmlab.runs.evaluate import RealData, evaluate_images
+from ddpmlab.runs.guided import guidance_scale
 from ddpmlab.runs.rundir import Run
 from ddpmlab.runs.sampling import make_run_sampler, sample_run
 
@@ -78,11 +79,11 @@ def sweep_run(
         samples, used = sample_run(run, num, sampler, guidance, labels, seed, progress=progress)
         seconds = time.perf_counter() - started
         result = evaluate_images(to_uint8(samples), used, real, network, seed, real_features=real_features)
-        scale = run.config.sample.guidance if guidance is None else guidance
+        scale = guidance_scale(run, guidance)
         row = {
             "sampler": name,
             "steps": sampler.num_steps,
-            "guidance": scale if run.conditional else None,
+            "guidance": scale,
             "nfe": network_evaluations(sampler, scale, run.conditional),
             "seconds_per_image": seconds / num,
         }
